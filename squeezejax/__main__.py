@@ -1,0 +1,5 @@
+import sys
+
+from squeezejax.cli import main
+
+sys.exit(main())

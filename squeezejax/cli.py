@@ -1,0 +1,54 @@
+"""`squeezejax COMMAND ...`: a dispatcher; each command's flags live beside its code.
+
+User mistakes (`UserError`) print one line and exit 2; anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from squeezejax.errors import UserError
+
+COMMANDS = {
+    'summary': ('squeezejax.summary', 'per-layer table, parameters, size and MACs of a network'),
+    'train': ('squeezejax.train', 'train and evaluate one config in a workdir (resumes)'),
+    'eval': ('squeezejax.train', 'evaluate the latest checkpoint of a workdir'),
+    'sweep': ('squeezejax.sweep', 'run a design-space sweep defined in a config'),
+    'report': ('squeezejax.report', 'figures and tables from a sweep workdir'),
+    'convert': ('squeezejax.convert', 'torchvision weights -> squeezejax checkpoint'),
+    'finetune': ('squeezejax.finetune', 'fine-tune a checkpoint on an image folder'),
+    'predict': ('squeezejax.predict', 'top-k classes of images from a checkpoint'),
+    'export': ('squeezejax.export', 'export a checkpoint for deployment'),
+    'bench': ('squeezejax.bench', 'train/eval/input throughput, optionally vs PyTorch'),
+}
+
+
+def usage() -> str:
+  lines = ['usage: squeezejax COMMAND [flags]   (squeezejax COMMAND --help)', '', 'commands:']
+  lines += [f'  {name:<9} {text}' for name, (_, text) in COMMANDS.items()]
+  return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if not argv or argv[0] in ('-h', '--help', 'help'):
+    print(usage())
+    return 0
+  command, rest = argv[0], argv[1:]
+  if command not in COMMANDS:
+    print(f'squeezejax: error: unknown command {command!r}; expected one of '
+          f'{", ".join(COMMANDS)}', file=sys.stderr)
+    return 2
+  module = importlib.import_module(COMMANDS[command][0])
+  entry = getattr(module, 'eval_main' if command == 'eval' else 'main')
+  try:
+    return entry(rest) or 0
+  except UserError as e:
+    print(f'squeezejax {command}: error: {e}', file=sys.stderr)
+    return 2
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,112 @@
+"""Flax NNX modules built from a `SqueezeNetSpec`: FireModule and SqueezeNet.
+
+Inputs are NHWC. Every channel count comes from the spec. Parameters are float32;
+`dtype` sets the compute dtype (e.g. jnp.bfloat16 on accelerators). Dropout takes
+an explicit key so that the training step stays a pure function of pytrees.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from squeezejax import spec as spec_lib
+
+
+def _kernel_init(init: str):
+  if init == 'caffe':  # Caffe's "xavier" filler: U(+-sqrt(3 / fan_in)).
+    return nnx.initializers.lecun_uniform()
+  return nnx.initializers.he_uniform()  # torchvision: kaiming_uniform_(a=0).
+
+
+def max_pool_ceil(x: jax.Array, kernel: int = 3, stride: int = 2) -> jax.Array:
+  """Unpadded max pool that rounds its output size up (Caffe, torchvision ceil_mode)."""
+  h, w = x.shape[1:3]
+  oh, ow = spec_lib.pool_output_size(h, kernel, stride), spec_lib.pool_output_size(w, kernel, stride)
+  pad_h, pad_w = (oh - 1) * stride + kernel - h, (ow - 1) * stride + kernel - w
+  return jax.lax.reduce_window(
+      x, jnp.array(-jnp.inf, x.dtype), jax.lax.max, (1, kernel, kernel, 1),
+      (1, stride, stride, 1), ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+  """Inverted dropout; identity when key is None (evaluation)."""
+  if key is None or rate == 0:
+    return x
+  keep = jax.random.bernoulli(key, 1 - rate, x.shape)
+  return jnp.where(keep, x / (1 - rate), 0).astype(x.dtype)
+
+
+class FireModule(nnx.Module):
+  """squeeze 1x1 -> ReLU -> [expand 1x1, expand 3x3] -> ReLU -> concat (1x1 first).
+
+  An expand branch with zero filters (pct_3x3 of 0 or 1) is not built. The bypass
+  of `dims.bypass` is applied here: 'simple' adds the input, 'complex' adds a
+  1x1 conv (+ ReLU, as in the authors' generator) of the input; no ReLU after
+  the add.
+  """
+
+  def __init__(self, dims: spec_lib.FireDims, *, kernel_init, dtype=None,
+               rngs: nnx.Rngs):
+    conv = lambda cin, cout, k: nnx.Conv(
+        cin, cout, (k, k), padding=((k // 2, k // 2),) * 2, kernel_init=kernel_init,
+        dtype=dtype, rngs=rngs)
+    self.dims = dims
+    self.squeeze = conv(dims.in_channels, dims.s1x1, 1)
+    self.expand1x1 = conv(dims.s1x1, dims.e1x1, 1) if dims.e1x1 else None
+    self.expand3x3 = conv(dims.s1x1, dims.e3x3, 3) if dims.e3x3 else None
+    self.bypass_conv = (conv(dims.in_channels, dims.out_channels, 1)
+                        if dims.bypass == 'complex' else None)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    s = nnx.relu(self.squeeze(x))
+    branches = [nnx.relu(b(s)) for b in (self.expand1x1, self.expand3x3) if b is not None]
+    y = branches[0] if len(branches) == 1 else jnp.concatenate(branches, axis=-1)
+    if self.dims.bypass == 'simple':
+      y = y + x
+    elif self.dims.bypass == 'complex':
+      y = y + nnx.relu(self.bypass_conv(x))
+    return y
+
+
+class SqueezeNet(nnx.Module):
+  """conv1 -> pool -> fire2..fire9 (pools per layout) -> dropout -> conv10 -> avg pool."""
+
+  def __init__(self, spec: spec_lib.SqueezeNetSpec, *, dtype=None, rngs: nnx.Rngs):
+    self.spec = spec
+    kernel_init = _kernel_init(spec.init)
+    c1 = spec.conv1
+    self.conv1 = nnx.Conv(
+        spec.in_channels, c1.filters, (c1.kernel, c1.kernel), strides=c1.stride,
+        padding=((c1.padding, c1.padding),) * 2, kernel_init=kernel_init,
+        dtype=dtype, rngs=rngs)
+    self.fires = nnx.List([
+        FireModule(dims, kernel_init=kernel_init, dtype=dtype, rngs=rngs)
+        for dims in spec.fires()])
+    # conv10 starts at N(0, 0.01) in both Caffe and torchvision.
+    self.conv10 = nnx.Conv(
+        spec.fires()[-1].out_channels, spec.num_classes, (1, 1), padding='VALID',
+        kernel_init=nnx.initializers.normal(0.01), dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
+    """Logits (float32) for NHWC images; dropout is active only given a key."""
+    x = nnx.relu(self.conv1(x))
+    x = max_pool_ceil(x)
+    for i, fire in enumerate(self.fires):
+      x = fire(x)
+      if i in self.spec.pool_after:
+        x = max_pool_ceil(x)
+    x = dropout(x, self.spec.dropout_rate, dropout_key)
+    x = self.conv10(x)
+    if self.spec.conv10_relu:
+      x = nnx.relu(x)
+    return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+
+
+def create(spec: spec_lib.SqueezeNetSpec, *, seed: int = 0, dtype=None) -> SqueezeNet:
+  return SqueezeNet(spec, dtype=dtype, rngs=nnx.Rngs(seed))
+
+
+def count_params(model: nnx.Module) -> int:
+  return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
