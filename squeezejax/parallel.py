@@ -1,0 +1,88 @@
+"""Device mesh, shardings, multi-host set-up and global batches.
+
+One mesh axis, 'data', over every device of every process. Data parallel
+replicates the state; FSDP shards each parameter (and its optimizer state) on
+its largest dimension that divides the device count. Shardings are explicit at
+the jit boundary (what pjit was); inside the step XLA propagates them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from squeezejax.errors import UserError
+
+DATA = 'data'
+
+
+def initialize_distributed(coordinator_address: str, num_processes: int, process_id: int) -> None:
+  """jax.distributed for multi-host runs; a no-op for one process."""
+  if not coordinator_address or num_processes <= 1:
+    return
+  if jax.distributed.is_initialized():
+    return
+  # CPU-only multi-process (tests, CPU clusters) needs a collectives backend.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  logging.info('jax.distributed: process %d of %d, %d local / %d global devices',
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count())
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  # Auto: shardings are fixed at the jit boundary and XLA propagates them
+  # through the convolutions (pjit semantics).
+  return jax.make_mesh((jax.device_count(),), (DATA,),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA))
+
+
+def fsdp_sharding(mesh, shape: tuple[int, ...]) -> NamedSharding:
+  """Shard the largest dimension divisible by the data axis; replicate otherwise."""
+  n = mesh.shape[DATA]
+  dims = [d for d in np.argsort(shape)[::-1] if shape[d] % n == 0 and shape[d] >= n]
+  if n == 1 or not dims:
+    return replicated(mesh)
+  spec = [None] * len(shape)
+  spec[dims[0]] = DATA
+  return NamedSharding(mesh, P(*spec))
+
+
+def state_shardings(mesh, abstract_tree, fsdp: bool):
+  """A sharding for each leaf of an abstract state tree."""
+  if not fsdp:
+    return jax.tree.map(lambda _: replicated(mesh), abstract_tree)
+  return jax.tree.map(lambda x: fsdp_sharding(mesh, x.shape), abstract_tree)
+
+
+def check_batch(global_batch: int, name: str = 'batch_size') -> tuple[int, int]:
+  """(per-process, per-device) batch; the global batch must split evenly."""
+  n_dev, n_proc = jax.device_count(), jax.process_count()
+  if global_batch < 1 or global_batch % n_dev:
+    raise UserError(f'{name}={global_batch} does not divide across {n_dev} devices: '
+                    f'expected a positive multiple of {n_dev}')
+  return global_batch // n_proc, global_batch // n_dev
+
+
+def process_slice(global_batch: int) -> slice:
+  """Rows of the global batch that this process loads."""
+  per_process = global_batch // jax.process_count()
+  start = jax.process_index() * per_process
+  return slice(start, start + per_process)
+
+
+def global_batch(mesh, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+  """Assembles per-process rows into global arrays sharded on 'data'."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}

@@ -1,0 +1,618 @@
+"""The trainer: one config, one workdir, read top to bottom.
+
+  squeezejax train --config=experiments/fashion_mnist.py:quick --workdir=runs/fmnist
+
+Sections: config -> logging -> mesh -> input -> model and optimizer -> state
+(created in its shardings) -> update step -> evaluation -> checkpoints ->
+loop -> result. `train_and_evaluate(config, workdir)` is what the CLI, sweeps
+and tests call. A rerun with the same workdir resumes from the newest
+checkpoint; the data order, augmentation and dropout are pure functions of
+(seed, step), so a resumed run ends exactly where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from squeezejax import checkpoint as checkpoint_lib
+from squeezejax import configs, data, flags, parallel
+from squeezejax import model as model_lib
+from squeezejax import spec as spec_lib
+from squeezejax.errors import UserError
+
+OPTIMIZERS = ('sgd', 'adamw')
+SCHEDULES = ('linear', 'cosine', 'constant')
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+class Diverged(UserError):
+  """The loss became NaN or infinite: a configuration problem, not a bug."""
+
+
+class Preempted(Exception):
+  """SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
+
+  def __init__(self, step: int):
+    super().__init__(f'preempted at step {step}; checkpoint saved, rerun to resume')
+    self.step = step
+
+
+# ===================================================================================
+# Config
+# ===================================================================================
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Values the config schema cannot check by type alone."""
+  def bad(key, allowed):
+    raise configs.ConfigError(f'config.{key}={config[key]!r} is not allowed: expected {allowed}')
+
+  if config.optimizer not in OPTIMIZERS:
+    bad('optimizer', f'one of {", ".join(OPTIMIZERS)}')
+  if config.schedule not in SCHEDULES:
+    bad('schedule', f'one of {", ".join(SCHEDULES)}')
+  if config.dtype not in DTYPES:
+    bad('dtype', f'one of {", ".join(DTYPES)}')
+  if config.total_steps < 1 and config.num_epochs <= 0:
+    bad('total_steps', 'an integer >= 1 (or num_epochs > 0)')
+  if config.accum_steps < 1 or config.batch_size % config.accum_steps:
+    bad('accum_steps', f'a divisor of batch_size={config.batch_size}')
+  if not config.lr > 0:
+    bad('lr', 'a number > 0')
+  for key in ('log_every', 'checkpoint_every', 'keep_checkpoints'):
+    if config[key] < 1:
+      bad(key, 'an integer >= 1')
+  if config.eval_every < 0:
+    bad('eval_every', 'an integer >= 0 (0 = only at the end)')
+
+
+def make_spec(config, num_classes: int, in_channels: int) -> spec_lib.SqueezeNetSpec:
+  """The network: config.model + config.spec, or the spec of config.init_from."""
+  overrides = dict(config.spec)
+  if config.init_from:
+    spec, _ = checkpoint_lib.read_model_json(config.init_from)
+    keep = {k: overrides[k] for k in ('dropout_rate', 'conv10_relu') if k in overrides}
+    return spec_lib.SqueezeNetSpec(**{**spec.to_dict(), **keep, 'num_classes': num_classes})
+  return spec_lib.preset(config.model, num_classes=num_classes, in_channels=in_channels,
+                         **overrides)
+
+
+def total_steps(config, num_train_examples: int) -> int:
+  """Durations are given once: num_epochs (when > 0) wins over total_steps."""
+  if config.num_epochs > 0:
+    return max(1, int(math.ceil(config.num_epochs * num_train_examples / config.batch_size)))
+  return config.total_steps
+
+
+# ===================================================================================
+# Logging
+# ===================================================================================
+
+
+class MetricWriter:
+  """metrics.jsonl and TensorBoard events, written by process 0 only."""
+
+  def __init__(self, workdir: str):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.tensorboard = None
+    if self.enabled:
+      try:
+        from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top
+        self.tensorboard = tensorboard.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      except ImportError:  # TensorBoard is optional: metrics.jsonl is always written.
+        logging.warning('TensorBoard unavailable; writing metrics.jsonl only')
+
+  def write(self, step: int, metrics: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    with open(self.path, 'a') as f:
+      f.write(json.dumps({'step': step, **metrics}) + '\n')
+    if self.tensorboard is not None:
+      for k, v in metrics.items():
+        self.tensorboard.scalar(k, v, step)
+      self.tensorboard.flush()
+
+  def close(self):
+    if self.tensorboard is not None:
+      self.tensorboard.close()
+
+
+def say(message: str) -> None:
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600}h{seconds // 60 % 60:02d}m' if seconds >= 3600 else \
+      f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+# ===================================================================================
+# Input
+# ===================================================================================
+
+
+class InMemoryInput:
+  """A small dataset held on the host; each process gathers its rows of each batch.
+
+  The order is an epoch permutation seeded by (seed, epoch), so batch `step` is
+  a pure function of (seed, step). Images stay uint8 until the jitted step
+  augments and normalises them on the device.
+  """
+
+  def __init__(self, dataset: data.ArrayDataset, global_batch: int, seed: int):
+    if len(dataset.labels) < global_batch:
+      raise UserError(f'batch_size={global_batch} is larger than the training split '
+                      f'({len(dataset.labels)} examples)')
+    self.dataset = dataset
+    self.global_batch = global_batch
+    self.seed = seed
+    self.steps_per_epoch = len(dataset.labels) // global_batch
+    self.rows = parallel.process_slice(global_batch)
+    self._perm_epoch, self._perm = -1, None
+
+  def batch(self, step: int) -> dict[str, np.ndarray]:
+    epoch, i = divmod(step, self.steps_per_epoch)
+    if epoch != self._perm_epoch:
+      rng = np.random.default_rng([self.seed, epoch])
+      self._perm, self._perm_epoch = rng.permutation(len(self.dataset.labels)), epoch
+    index = self._perm[i * self.global_batch:(i + 1) * self.global_batch][self.rows]
+    index = np.sort(index)  # cheaper gathers; the order within a batch does not matter
+    return {'image': self.dataset.images[index], 'label': self.dataset.labels[index]}
+
+  def batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+    step = start_step
+    while True:
+      yield self.batch(step)
+      step += 1
+
+
+def in_memory_eval_batches(dataset: data.ArrayDataset, global_batch: int):
+  """Fixed-size batches covering the split exactly once; padding rows have mask 0."""
+  n = len(dataset.labels)
+  rows = parallel.process_slice(global_batch)
+  for start in range(0, n, global_batch):
+    index = np.arange(start, start + global_batch)
+    mask = (index < n).astype(np.float32)
+    index = np.minimum(index, n - 1)[rows]
+    yield {'image': dataset.images[index], 'label': dataset.labels[index],
+           'mask': mask[rows]}
+
+
+def prefetch(iterator, size: int = 2):
+  """Runs the host side of the input pipeline one or two batches ahead."""
+  import queue  # pylint: disable=g-import-not-at-top
+  q: queue.Queue = queue.Queue(maxsize=size)
+  sentinel = object()
+
+  def work():
+    try:
+      for item in iterator:
+        q.put(item)
+    finally:
+      q.put(sentinel)
+
+  threading.Thread(target=work, daemon=True).start()
+  while (item := q.get()) is not sentinel:
+    yield item
+
+
+# ===================================================================================
+# Model and optimizer
+# ===================================================================================
+
+
+def make_schedule(config, steps: int) -> optax.Schedule:
+  warmup = min(config.warmup_steps, steps - 1)
+  decay_steps = max(1, steps - warmup)
+  if config.schedule == 'cosine':
+    main = optax.cosine_decay_schedule(config.lr, decay_steps)
+  elif config.schedule == 'linear':  # the paper: linear decay to 0 ("poly", power 1)
+    main = optax.linear_schedule(config.lr, 0.0, decay_steps)
+  else:
+    main = optax.constant_schedule(config.lr)
+  if warmup <= 0:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warmup), main], [warmup])
+
+
+def make_optimizer(config, schedule, abstract_params) -> optax.GradientTransformation:
+  parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
+  if config.optimizer == 'sgd':
+    # Caffe's weight_decay is L2 added to the gradient, biases included.
+    parts += [optax.add_decayed_weights(config.weight_decay),
+              optax.sgd(schedule, momentum=config.momentum)]
+  else:
+    parts += [optax.adamw(schedule, b1=config.momentum, weight_decay=config.weight_decay)]
+  tx = optax.chain(*parts)
+  if config.freeze_backbone:
+    labels = {k: jax.tree.map(lambda _, k=k: 'train' if k == 'conv10' else 'frozen', v)
+              for k, v in abstract_params.items()}
+    tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
+  return tx
+
+
+# ===================================================================================
+# Update step and evaluation (pure functions of pytrees)
+# ===================================================================================
+
+
+def make_train_step(graphdef, tx, spec: spec_lib.SqueezeNetSpec, config, image_info):
+  """(state, batch) -> (state, metrics); batch images are uint8 (augmented here) or float."""
+  base_key = jax.random.key(config.seed)
+  accum = config.accum_steps
+  kind, image_size, mean, std = image_info
+
+  def loss_fn(params, images, labels, dropout_key):
+    logits = nnx.merge(graphdef, params)(images, dropout_key=dropout_key)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, (logits.argmax(-1) == labels).mean()
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def train_step(state, batch):
+    key = jax.random.fold_in(base_key, state['step'])
+    augment_key, dropout_key = jax.random.split(key)
+    images, labels = batch['image'], batch['label']
+    if images.dtype == jnp.uint8:
+      images = data.augment(images, augment_key, kind=kind, image_size=image_size,
+                            mean=mean, std=std)
+    if accum == 1:
+      (loss, top1), grads = grad_fn(state['params'], images, labels, dropout_key)
+    else:
+      # Micro-batch j is rows j, j + accum, ...: each device keeps its own rows.
+      split = lambda x: jnp.swapaxes(x.reshape(-1, accum, *x.shape[1:]), 0, 1)
+
+      def micro(carry, xs):
+        imgs, lbls, j = xs
+        (l, a), g = grad_fn(state['params'], imgs, lbls, jax.random.fold_in(dropout_key, j))
+        return jax.tree.map(jnp.add, carry, (l, a, g)), None
+
+      zeros = (0.0, 0.0, jax.tree.map(jnp.zeros_like, state['params']))
+      (loss, top1, grads), _ = jax.lax.scan(
+          micro, zeros, (split(images), split(labels), jnp.arange(accum)))
+      loss, top1, grads = jax.tree.map(lambda x: x / accum, (loss, top1, grads))
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    metrics = {'loss': loss, 'top1': top1, 'grad_norm': optax.global_norm(grads)}
+    return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1}, metrics
+
+  return train_step
+
+
+def make_eval_step(graphdef, image_info):
+  """(params, batch) -> sums of (loss, correct top-1, correct top-5, count) over valid rows."""
+  _, image_size, mean, std = image_info
+
+  def eval_step(params, batch):
+    images = batch['image']
+    if images.dtype == jnp.uint8:
+      images = data.preprocess(images, image_size=image_size, mean=mean, std=std)
+    logits = nnx.merge(graphdef, params)(images)
+    labels, mask = batch['label'], batch['mask']
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    k = min(5, logits.shape[-1])
+    top5 = (jax.lax.top_k(logits, k)[1] == labels[:, None]).any(-1)
+    return {'loss': (loss * mask).sum(), 'top1': ((logits.argmax(-1) == labels) * mask).sum(),
+            'top5': (top5 * mask).sum(), 'count': mask.sum()}
+
+  return eval_step
+
+
+def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
+  """Exact metrics over a split: padded batches, masked, summed on device."""
+  totals = None
+  for batch in batches:
+    sums = eval_step(params, parallel.global_batch(mesh, batch))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = float(totals['count'])
+  return {'eval_loss': float(totals['loss']) / count, 'top1': float(totals['top1']) / count,
+          'top5': float(totals['top5']) / count, 'eval_examples': int(count)}
+
+
+# ===================================================================================
+# The loop
+# ===================================================================================
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (resuming from workdir), evaluates, writes and returns result.json's dict."""
+  t_start = time.time()
+  check_config(config)
+  parallel.initialize_distributed(config.coordinator_address, config.num_processes,
+                                  config.process_id)
+  _check_workdir(workdir)
+
+  # -- mesh ---------------------------------------------------------------------------
+  mesh = parallel.make_mesh()
+  per_process, per_device = parallel.check_batch(config.batch_size)
+  parallel.check_batch(config.eval_batch_size, 'eval_batch_size')
+  say(f'devices: {jax.device_count()} x {jax.devices()[0].device_kind} over '
+      f'{jax.process_count()} process(es); batch {config.batch_size} global, '
+      f'{per_process} per process, {per_device} per device'
+      + (f', {config.batch_size // config.accum_steps} per micro-batch' if config.accum_steps > 1 else ''))
+
+  # -- input --------------------------------------------------------------------------
+  data_dir = config.data_dir or None
+  if not data.is_in_memory(config.dataset):
+    raise UserError(f'dataset={config.dataset!r}: streaming datasets are not wired into '
+                    'the trainer yet; use fashion_mnist, cifar10, synthetic or folder:PATH')
+  train_data = data.load_arrays(config.dataset, config.train_split, data_dir=data_dir,
+                                image_size=config.image_size or None)
+  eval_data = data.load_arrays(config.dataset, config.eval_split, data_dir=data_dir,
+                               image_size=config.image_size or None)
+  image_size = config.image_size or train_data.images.shape[1]
+  image_info = (config.augment, image_size, train_data.mean, train_data.std)
+  steps = total_steps(config, len(train_data.labels))
+  train_input = InMemoryInput(train_data, config.batch_size, config.seed)
+
+  # -- model and optimizer ------------------------------------------------------------
+  spec = make_spec(config, train_data.num_classes, train_data.images.shape[-1])
+  spec.check_image_size(image_size)
+  cost = spec.cost(image_size)
+  dtype = DTYPES[config.dtype]
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(spec, dtype=dtype)))
+  abstract_params = checkpoint_lib.abstract_model_params(spec)
+  schedule = make_schedule(config, steps)
+  tx = make_optimizer(config, schedule, abstract_params)
+  say(f'model: {spec.layout} {cost["params"]:,} parameters ({cost["size_mib"]:.2f} MiB), '
+      f'{cost["macs"] / 1e6:.1f} MMACs at {image_size}px; {steps} steps '
+      f'({steps / train_input.steps_per_epoch:.2f} epochs)')
+
+  # -- state, created directly in its shardings -----------------------------------------
+  def init_state():
+    params = nnx.state(model_lib.create(spec, seed=config.seed), nnx.Param).to_pure_dict()
+    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.int32(0)}
+
+  abstract_state = jax.eval_shape(init_state)
+  shardings = parallel.state_shardings(mesh, abstract_state, config.fsdp)
+  shardings['step'] = parallel.replicated(mesh)
+  abstract_state = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings)
+
+  # -- checkpoints: resume first ----------------------------------------------------------
+  checkpointer = checkpoint_lib.Checkpointer(
+      os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints)
+  restored = checkpointer.restore_latest(abstract_state['params'], abstract_state['opt_state'])
+  window = {'loss': 0.0, 'top1': 0.0, 'count': 0}
+  if restored is not None:
+    start_step, params, opt_state, meta = restored
+    state = {'params': params, 'opt_state': opt_state,
+             'step': jax.device_put(jnp.int32(start_step), shardings['step'])}
+    window = meta.get('window', window)
+    say(f'resumed from step {start_step} in {workdir}')
+  else:
+    start_step = 0
+    state = jax.jit(init_state, out_shardings=shardings)()
+    if config.init_from:
+      state = _init_from(config.init_from, state, abstract_state, tx, shardings)
+  checkpoint_lib.write_model_json(workdir, spec, {
+      'preprocessing': {'kind': 'dataset', 'mean': list(train_data.mean),
+                        'std': list(train_data.std), 'image_size': image_size},
+      'class_names': list(train_data.class_names), 'dataset': config.dataset})
+
+  # -- compiled functions ---------------------------------------------------------------
+  batch_shardings = parallel.batch_sharding(mesh)
+  train_step = jax.jit(
+      make_train_step(graphdef, tx, spec, config, image_info),
+      in_shardings=(shardings, batch_shardings),
+      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(graphdef, image_info),
+                      in_shardings=(shardings['params'], batch_shardings),
+                      out_shardings=parallel.replicated(mesh))
+  run_eval = lambda params: evaluate(
+      eval_step, params, in_memory_eval_batches(eval_data, config.eval_batch_size), mesh)
+
+  # -- loop -----------------------------------------------------------------------------
+  writer = MetricWriter(workdir)
+  preempted = _install_sigterm_handler()
+  stall_warned = False
+  last_metrics: dict[str, float] = {}
+  img_s_history = []
+  t_window, step_window = time.time(), start_step
+  sums = None
+  batches = prefetch(train_input.batches(start_step))
+  step = start_step
+  with jax.set_mesh(mesh):
+    for step in range(start_step + 1, steps + 1):
+      batch = parallel.global_batch(mesh, next(batches))
+      state, metrics = train_step(state, batch)
+      sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+
+      if step % config.log_every == 0 or step == steps:
+        sums = jax.device_get(sums)  # the only host sync: once per log_every steps
+        window = {'loss': window['loss'] + float(sums['loss']),
+                  'top1': window['top1'] + float(sums['top1']),
+                  'count': window['count'] + step - step_window}
+        sums = None
+        now = time.time()
+        img_s = (step - step_window) * config.batch_size / (now - t_window)
+        if step_window > start_step:  # the first window includes compilation
+          img_s_history.append(img_s)
+        loss = window['loss'] / window['count']
+        if not math.isfinite(loss):
+          raise Diverged(f'loss is {loss} at step {step} (lr={float(schedule(step)):.3g}): '
+                         'lower --config.lr or set --config.grad_clip')
+        last_metrics = {'loss': loss, 'train_top1': window['top1'] / window['count'],
+                        'lr': float(schedule(step)), 'img_s': img_s}
+        stall_warned = _warn_if_stalled(loss, spec.num_classes, step, steps, stall_warned)
+        eta = (steps - step) * (now - t_window) / (step - step_window)
+        say(f'step {step}/{steps} loss {loss:.4f} train_top1 {last_metrics["train_top1"]:.3f} '
+            f'lr {last_metrics["lr"]:.3g} {img_s:,.0f} img/s ETA {format_duration(eta)}')
+        if config.eval_every and step % config.eval_every == 0 and step != steps:
+          last_metrics.update(run_eval(state['params']))
+          say(f'  eval top1 {last_metrics["top1"]:.4f} top5 {last_metrics["top5"]:.4f}')
+        writer.write(step, last_metrics)
+        window = {'loss': 0.0, 'top1': 0.0, 'count': 0}
+        t_window, step_window = time.time(), step
+
+      if step % config.checkpoint_every == 0 or step == steps or preempted.is_set():
+        if sums is not None:  # keep the partial log window so resumes log identically
+          partial = jax.device_get(sums)
+          saved_window = {'loss': window['loss'] + float(partial['loss']),
+                          'top1': window['top1'] + float(partial['top1']),
+                          'count': window['count'] + step - step_window}
+        else:
+          saved_window = window
+        checkpointer.save(step, state['params'], state['opt_state'],
+                          {'step': step, 'seed': config.seed, 'window': saved_window})
+        if preempted.is_set():
+          checkpointer.close()
+          writer.close()
+          raise Preempted(step)
+
+    # -- evaluation and result ------------------------------------------------------------
+    checkpointer.wait()
+    final = run_eval(state['params'])
+  checkpointer.close()
+  say(f'eval on {config.eval_split} ({final["eval_examples"]:,} images): '
+      f'top1 {final["top1"]:.4f} top5 {final["top5"]:.4f}')
+  writer.write(steps, {**last_metrics, **final})
+  writer.close()
+
+  result = {
+      'config': config.to_dict(), 'spec': spec.to_dict(), **cost,
+      'steps': steps, 'final_train_loss': last_metrics.get('loss'), **final,
+      'train_img_s': float(np.median(img_s_history)) if img_s_history else None,
+      'wall_s': time.time() - t_start, **environment()}
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, 'result.json')
+    with open(path + '.tmp', 'w') as f:
+      json.dump(result, f, indent=1)
+    os.replace(path + '.tmp', path)  # atomic: a reader sees all of it or nothing
+  return result
+
+
+def _init_from(directory, state, abstract_state, tx, shardings):
+  """Loads pretrained parameters; conv10 is kept fresh when its shape differs."""
+  abstract = checkpoint_lib.abstract_model_params(checkpoint_lib.read_model_json(directory)[0])
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          abstract, parallel.state_shardings(
+                              jax.tree.leaves(shardings['params'])[0].mesh, abstract, False))
+  _, loaded, _ = checkpoint_lib.load_model(directory, abstract)
+  params = dict(state['params'])
+  for name in params:
+    same = jax.tree.map(lambda a, b: a.shape == b.shape, loaded[name], params[name])
+    if all(jax.tree.leaves(same)):
+      params[name] = jax.tree.map(jax.device_put, loaded[name], shardings['params'][name])
+    else:
+      say(f'init_from: {name} shapes differ ({directory}); keeping it freshly initialised')
+  opt_state = jax.jit(tx.init, out_shardings=shardings['opt_state'])(params)
+  return {'params': params, 'opt_state': opt_state, 'step': state['step']}
+
+
+def _warn_if_stalled(loss, num_classes, step, steps, warned) -> bool:
+  chance = math.log(num_classes)
+  if not warned and step >= max(100, steps // 10) and abs(loss - chance) < 0.02 * chance:
+    logging.warning(
+        'loss %.4f has stayed at ln(num_classes) = %.4f by step %d: the classic stalled '
+        'SqueezeNet. Check the learning rate, the batch size, conv10 init N(0, 0.01), and '
+        'the ReLU after conv10 (--config.spec.conv10_relu=False lets dead classes recover)',
+        loss, chance, step)
+    return True
+  return warned
+
+
+def _install_sigterm_handler() -> threading.Event:
+  event = threading.Event()
+  if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, lambda *_: event.set())
+  return event
+
+
+def _check_workdir(workdir: str) -> None:
+  if not workdir:
+    raise UserError('--workdir is required')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f'workdir={workdir!r} is not writable: {e.strerror}') from None
+
+
+def environment() -> dict[str, Any]:
+  """Versions, devices and the git commit, for result.json."""
+  import flax, optax as optax_mod, orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top,g-multiple-import
+  try:
+    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True,
+                            cwd=os.path.dirname(__file__), timeout=10).stdout.strip() or None
+  except (OSError, subprocess.SubprocessError):
+    commit = None
+  return {
+      'versions': {'python': platform.python_version(), 'jax': jax.__version__,
+                   'flax': flax.__version__, 'optax': optax_mod.__version__,
+                   'orbax_checkpoint': ocp.__version__},
+      'device_kind': jax.devices()[0].device_kind, 'device_count': jax.device_count(),
+      'process_count': jax.process_count(), 'git_commit': commit,
+  }
+
+
+# ===================================================================================
+# Command line
+# ===================================================================================
+
+
+def main(argv: list[str]) -> int:
+  argv, overrides = configs.split_overrides(argv)
+  parser = flags.ArgumentParser(prog='squeezejax train', description=__doc__.split('\n')[0])
+  parser.add_argument('--config', required=True, help='path/to/config.py[:preset]')
+  parser.add_argument('--workdir', required=True)
+  args = parser.parse_args(argv)
+  config = configs.load(args.config, overrides)
+  try:
+    train_and_evaluate(config, args.workdir)
+  except Preempted as e:
+    print(f'squeezejax train: {e}', file=sys.stderr)
+    return 143
+  return 0
+
+
+def eval_main(argv: list[str]) -> int:
+  """`squeezejax eval`: re-evaluate the newest checkpoint of a training workdir."""
+  argv, overrides = configs.split_overrides(argv)
+  parser = flags.ArgumentParser(prog='squeezejax eval')
+  parser.add_argument('--config', required=True)
+  parser.add_argument('--workdir', required=True)
+  args = parser.parse_args(argv)
+  config = configs.load(args.config, overrides)
+  if not os.path.isdir(os.path.join(args.workdir, 'checkpoints')):
+    raise UserError(f'workdir={args.workdir!r} has no checkpoints to evaluate')
+  with config.unlocked():  # training is already complete: reuse the loop's eval path
+    config.total_steps, config.num_epochs = 1, 0.0
+  spec, params, meta = checkpoint_lib.load_model(args.workdir)
+  eval_data = data.load_arrays(config.dataset, config.eval_split, data_dir=config.data_dir or None,
+                               image_size=config.image_size or None)
+  pre = meta['preprocessing']
+  image_info = (config.augment, pre['image_size'], tuple(pre['mean']), tuple(pre['std']))
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(spec)))
+  mesh = parallel.make_mesh()
+  parallel.check_batch(config.eval_batch_size, 'eval_batch_size')
+  eval_step = jax.jit(make_eval_step(graphdef, image_info))
+  with jax.set_mesh(mesh):
+    metrics = evaluate(eval_step, params, in_memory_eval_batches(eval_data, config.eval_batch_size),
+                       mesh)
+  print(json.dumps(metrics))
+  return 0
