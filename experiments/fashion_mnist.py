@@ -48,6 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Sharding: data parallel over all devices; fsdp also shards parameters and
   # optimizer state over the same 'data' axis.
   c.fsdp = False
+  c.num_devices = 0  # 0 = every device; N = the first N (one process only)
   # Multi-host (jax.distributed); empty = single process.
   c.coordinator_address = ''
   c.num_processes = 1
@@ -85,6 +86,7 @@ def get_config(arg: str = 'quick') -> ml_collections.ConfigDict:
     c.spec.base_e = c.spec.incr_e = 16
     c.image_size = 16
     c.lr = 3e-3
+    c.schedule = 'constant'  # so a prefix of a longer run is the same run
     c.total_steps = 8
     c.batch_size = 32
     c.eval_batch_size = 48

@@ -33,10 +33,17 @@ def initialize_distributed(coordinator_address: str, num_processes: int, process
                jax.device_count())
 
 
-def make_mesh() -> jax.sharding.Mesh:
+def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
+  """A 1-D 'data' mesh over every device, or over the first `num_devices`."""
+  devices = jax.devices()
+  if num_devices:
+    if jax.process_count() > 1 or not 1 <= num_devices <= len(devices):
+      raise UserError(f'num_devices={num_devices} is not allowed: expected 0 (all) or '
+                      f'1..{len(devices)} in a single-process run')
+    devices = devices[:num_devices]
   # Auto: shardings are fixed at the jit boundary and XLA propagates them
   # through the convolutions (pjit semantics).
-  return jax.make_mesh((jax.device_count(),), (DATA,),
+  return jax.make_mesh((len(devices),), (DATA,), devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
@@ -66,9 +73,9 @@ def state_shardings(mesh, abstract_tree, fsdp: bool):
   return jax.tree.map(lambda x: fsdp_sharding(mesh, x.shape), abstract_tree)
 
 
-def check_batch(global_batch: int, name: str = 'batch_size') -> tuple[int, int]:
+def check_batch(mesh, global_batch: int, name: str = 'batch_size') -> tuple[int, int]:
   """(per-process, per-device) batch; the global batch must split evenly."""
-  n_dev, n_proc = jax.device_count(), jax.process_count()
+  n_dev, n_proc = mesh.size, jax.process_count()
   if global_batch < 1 or global_batch % n_dev:
     raise UserError(f'{name}={global_batch} does not divide across {n_dev} devices: '
                     f'expected a positive multiple of {n_dev}')

@@ -294,8 +294,14 @@ def pool_output_size(h: int, kernel: int = 3, stride: int = 2) -> int:
 
 
 def paper_size_label(size_mib: float) -> float:
-  """The paper's MB labels: float32 MiB rounded up to one decimal (4.76 -> 4.8)."""
-  return math.ceil(round(size_mib * 10, 6)) / 10
+  """The paper's MB labels: float32 MiB rounded up to two significant digits.
+
+  4.76 -> 4.8, 7.50 -> 7.6, 12.99 -> 13, 18.47 -> 19, 23.95 -> 24.
+  """
+  if size_mib <= 0:
+    return 0.0
+  scale = 10 ** (1 - math.floor(math.log10(size_mib)))
+  return math.ceil(round(size_mib * scale, 6)) / scale
 
 
 def _is_number(x) -> bool:

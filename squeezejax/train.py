@@ -344,10 +344,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   _check_workdir(workdir)
 
   # -- mesh ---------------------------------------------------------------------------
-  mesh = parallel.make_mesh()
-  per_process, per_device = parallel.check_batch(config.batch_size)
-  parallel.check_batch(config.eval_batch_size, 'eval_batch_size')
-  say(f'devices: {jax.device_count()} x {jax.devices()[0].device_kind} over '
+  mesh = parallel.make_mesh(config.num_devices)
+  per_process, per_device = parallel.check_batch(mesh, config.batch_size)
+  parallel.check_batch(mesh, config.eval_batch_size, 'eval_batch_size')
+  say(f'devices: {mesh.size} x {jax.devices()[0].device_kind} over '
       f'{jax.process_count()} process(es); batch {config.batch_size} global, '
       f'{per_process} per process, {per_device} per device'
       + (f', {config.batch_size // config.accum_steps} per micro-batch' if config.accum_steps > 1 else ''))
@@ -608,8 +608,8 @@ def eval_main(argv: list[str]) -> int:
   pre = meta['preprocessing']
   image_info = (config.augment, pre['image_size'], tuple(pre['mean']), tuple(pre['std']))
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(spec)))
-  mesh = parallel.make_mesh()
-  parallel.check_batch(config.eval_batch_size, 'eval_batch_size')
+  mesh = parallel.make_mesh(config.num_devices)
+  parallel.check_batch(mesh, config.eval_batch_size, 'eval_batch_size')
   eval_step = jax.jit(make_eval_step(graphdef, image_info))
   with jax.set_mesh(mesh):
     metrics = evaluate(eval_step, params, in_memory_eval_batches(eval_data, config.eval_batch_size),
