@@ -1,0 +1,98 @@
+r"""Figure 3(a) of the SqueezeNet paper: accuracy and model size vs squeeze ratio SR.
+
+  squeezejax sweep --config=experiments/fig3a_squeeze_ratio.py:quick --workdir=runs/fig3a
+  squeezejax report --workdir=runs/fig3a      # (the sweep also writes the report)
+
+The design space: base_e = incr_e = 128, pct_3x3 = 0.5, freq = 2, SR swept over
+0.125, 0.25, 0.5, 0.75, 1.0 (the paper's grid). The paper (ImageNet, v1.0): top-5
+rises from 80.3% at SR 0.125 (4.8MB) to a plateau of 86.0% at SR 0.75 (19MB);
+SR 1.0 (24MB) is larger and no better.
+
+Presets (the argument after the colon):
+  quick  real Fashion-MNIST, small layout, base_e = incr_e = 32, 300 steps (0.64
+         epoch) per point: the whole 5-point sweep in about 9 minutes on 2 CPU
+         cores (measured: see docs/readme_sweeps.md). Top-1 rises from about 85%
+         at SR 0.125 (0.09 MiB) to about 87% at SR >= 0.5; at this budget the
+         spread between points is about one seed's noise: use --seeds=3.
+  cpu    Fashion-MNIST, base_e = incr_e = 64, 2 epochs per point (about an hour).
+  paper  ImageNet (imagenet2012), layout v1.0 at 227 px, the Caffe recipe: SGD
+         momentum 0.9, lr 0.04 decaying linearly to 0 over 170k steps, batch 512
+         (accumulated), weight decay 2e-4, conv10 ReLU; base_e = incr_e = 128.
+  test   synthetic data, a tiny network, two points (the test suite).
+
+fig3b_pct_3x3.py and table3_bypass.py start from `design_space_config` below.
+"""
+
+import os
+
+from squeezejax import configs
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+PRESETS = ('quick', 'cpu', 'paper', 'test')
+SQUEEZE_RATIOS = (0.125, 0.25, 0.5, 0.75, 1.0)
+
+
+def _fashion_mnist():
+  return configs.load_module(os.path.join(_HERE, 'fashion_mnist.py'))
+
+
+def design_space_config(arg: str):
+  """The presets shared by the Figure 3 and Table 3 experiments (SqueezeNet's SR 0.125)."""
+  fashion_mnist = _fashion_mnist()
+  if arg == 'quick':
+    c = fashion_mnist.get_config('quick')
+    # About 1.5 minutes a point on 2 CPU cores, compile and 10k-image eval included.
+    c.spec.base_e = c.spec.incr_e = 32
+    c.num_epochs = 0.0
+    c.total_steps = 300
+    c.warmup_steps = 30
+    c.checkpoint_every = 100
+    c.log_every = 50
+  elif arg == 'cpu':
+    c = fashion_mnist.get_config('quick')
+    c.spec.base_e = c.spec.incr_e = 64
+    c.num_epochs = 2.0
+    c.checkpoint_every = 500
+  elif arg == 'paper':
+    c = fashion_mnist.base_config()  # the paper's head: conv10 ReLU, Caffe init
+    c.model = 'squeezenet1_0'
+    c.spec.base_e = c.spec.incr_e = 128
+    c.spec.conv10_relu = True
+    c.dataset = 'imagenet2012'
+    c.eval_split = 'validation'
+    c.image_size = 227  # Caffe's crop; conv1 7x7/2 unpadded -> 111
+    c.augment = 'caffe'  # random 227 crops, per-channel mean subtraction, no flips
+    c.dtype = 'bfloat16'
+    c.optimizer = 'sgd'
+    c.momentum = 0.9
+    c.lr = 0.04
+    c.schedule = 'linear'
+    c.warmup_steps = 0
+    c.weight_decay = 2e-4
+    c.total_steps = 170_000
+    c.num_epochs = 0.0
+    # Global batch 512 as in the paper (Caffe: 32 x 16 accumulated passes); raise
+    # accum_steps where 512 images do not fit on the devices at once.
+    c.batch_size = 512
+    c.accum_steps = 4
+    c.eval_batch_size = 1000
+    c.log_every = 200
+    c.checkpoint_every = 2000
+  elif arg == 'test':
+    c = fashion_mnist.get_config('test')
+  else:
+    raise ValueError(f'unknown preset {arg!r}: expected one of {", ".join(PRESETS)}')
+  c.spec.pct_3x3 = 0.5
+  c.spec.freq = 2
+  c.spec.squeeze_ratio = 0.125
+  c.spec.bypass = 'none'
+  return c
+
+
+def get_config(arg: str = 'quick'):
+  return design_space_config(arg)
+
+
+def get_sweep(arg: str = 'quick') -> list[dict]:
+  ratios = (0.125, 0.5) if arg == 'test' else SQUEEZE_RATIOS
+  return [{'spec.squeeze_ratio': sr} for sr in ratios]
