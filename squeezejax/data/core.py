@@ -1,0 +1,186 @@
+"""Names, facts and checks shared by the data package (no TensorFlow at import).
+
+Every dataset the trainer accepts is described here once: its splits, classes,
+native image size, normalisation and whether it fits in memory. User mistakes
+(unknown name, split, path) become a one-line `DataError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any
+
+import numpy as np
+
+from squeezejax.errors import UserError
+
+DATASETS = ('fashion_mnist', 'cifar10', 'imagenette', 'imagenet2012', 'synthetic',
+            'folder:PATH')
+AUGMENTATIONS = ('none', 'crop_flip', 'caffe', 'inception')
+FOLDER_PREFIX = 'folder:'
+FOLDER_IMAGE_SIZE = 224  # default resize target of `folder:` images (torchvision's input)
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+
+# Normalisation constants, in [0, 1] pixel units, per channel.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DataError(UserError):
+  """Missing or empty dataset, bad dataset name, split, path or augmentation."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayDataset:
+  """One split held in host memory, ready to put on device."""
+  images: np.ndarray  # uint8 [N, H, W, C]
+  labels: np.ndarray  # int32 [N]
+  num_classes: int
+  class_names: tuple[str, ...]
+  mean: tuple[float, ...]  # per channel, [0, 1] pixel units
+  std: tuple[float, ...]
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+  """What is known about a dataset before reading any of it."""
+  splits: tuple[str, ...]
+  image_size: int  # native (or default) side length
+  channels: int
+  in_memory: bool
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  # Evaluation keeps this central fraction of the image before resizing (1.0 for
+  # pre-sized datasets; 0.875 = the usual 224/256 for natural photographs).
+  eval_crop: float = 1.0
+  tfds_name: str = ''
+
+
+# CIFAR-10 and Fashion-MNIST statistics are the usual published values (the test
+# suite recomputes Fashion-MNIST's from the train split).
+_FACTS = {
+    'fashion_mnist': Facts(('train', 'test'), 28, 1, True, (0.2860,), (0.3530,),
+                           tfds_name='fashion_mnist'),
+    'cifar10': Facts(('train', 'test'), 32, 3, True, (0.4914, 0.4822, 0.4465),
+                     (0.2470, 0.2435, 0.2616), tfds_name='cifar10'),
+    'imagenette': Facts(('train', 'validation'), 224, 3, False, IMAGENET_MEAN, IMAGENET_STD,
+                        eval_crop=0.875, tfds_name='imagenette'),
+    'imagenet2012': Facts(('train', 'validation'), 224, 3, False, IMAGENET_MEAN,
+                          IMAGENET_STD, eval_crop=0.875, tfds_name='imagenet2012'),
+    # Placeholders: the generator and the folder reader fill in the numbers.
+    'synthetic': Facts(('train', 'test'), 16, 3, True, (0.5,) * 3, (0.25,) * 3),
+    'folder': Facts(('train', 'test'), FOLDER_IMAGE_SIZE, 3, True, IMAGENET_MEAN,
+                    IMAGENET_STD),
+}
+
+
+def parse_name(name: Any) -> tuple[str, str]:
+  """'cifar10' -> ('cifar10', ''); 'folder:/x' -> ('folder', '/x');
+  'imagenette/160px-v2' -> ('imagenette', '160px-v2') (a TFDS config)."""
+  allowed = f'expected one of {", ".join(DATASETS)}'
+  if not isinstance(name, str) or not name:
+    raise DataError(f'dataset name {name!r} is not allowed: {allowed}')
+  if name.startswith(FOLDER_PREFIX):
+    path = name[len(FOLDER_PREFIX):]
+    if not path:
+      raise DataError(f'dataset {name!r} names no folder: expected folder:/path/to/images')
+    return 'folder', os.path.expanduser(path)
+  base, _, config = name.partition('/')
+  if base not in _FACTS or base == 'folder' or (config and not _FACTS[base].tfds_name):
+    raise DataError(f'unknown dataset {name!r}: {allowed}')
+  return base, config
+
+
+def facts(name: str) -> Facts:
+  return _FACTS[parse_name(name)[0]]
+
+
+def is_in_memory(name: str) -> bool:
+  """True for datasets small enough to hold on device (the trainer then uses
+  `load_arrays` + on-device `augment`; otherwise `train_stream`/`eval_stream`)."""
+  return facts(name).in_memory
+
+
+def check_split(name: str, split: Any, allowed: tuple[str, ...] | None = None) -> str:
+  allowed = allowed or facts(name).splits
+  if split not in allowed:
+    raise DataError(f'dataset {name!r} has no split {split!r}: expected one of '
+                    f'{", ".join(allowed)}')
+  return split
+
+
+def check_augment(kind: Any) -> str:
+  if kind not in AUGMENTATIONS:
+    raise DataError(f'unknown augmentation {kind!r}: expected one of {", ".join(AUGMENTATIONS)}')
+  return kind
+
+
+def resolve_image_size(name: str, image_size: int | None, augment: str = 'none') -> int:
+  """None or 0 -> the dataset's own size (227 for the Caffe recipe on photographs)."""
+  if image_size is not None and (not isinstance(image_size, (int, np.integer))
+                                 or isinstance(image_size, bool) or image_size < 0):
+    raise DataError(f'image_size={image_size!r} is not allowed: expected a positive '
+                    'integer, or 0/None for the dataset\'s own size')
+  if image_size:
+    return int(image_size)
+  f = facts(name)
+  if augment == 'caffe' and not f.in_memory:
+    return 227
+  return f.image_size
+
+
+def local_batch_size(global_batch: int, process_count: int, process_index: int) -> int:
+  if not (0 <= process_index < process_count):
+    raise DataError(f'process_index={process_index} is not allowed: expected 0..'
+                    f'{process_count - 1} for process_count={process_count}')
+  if global_batch <= 0 or global_batch % process_count:
+    raise DataError(f'global batch {global_batch} is not allowed: expected a positive '
+                    f'multiple of the process count {process_count}')
+  return global_batch // process_count
+
+
+def stats_tuple(values: Any, channels: int, what: str) -> tuple[float, ...]:
+  values = tuple(float(v) for v in np.atleast_1d(np.asarray(values, np.float64)))
+  if len(values) == 1 and channels > 1:
+    values = values * channels
+  if len(values) != channels:
+    raise DataError(f'{what}={values} has {len(values)} values: expected {channels} '
+                    '(one per image channel)')
+  return values
+
+
+def mix_seed(*parts: int) -> int:
+  """A stable 31-bit seed from integers (Python's hash() is salted per process)."""
+  return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts])
+             .generate_state(1)[0] & 0x7FFFFFFF)
+
+
+_tf_module = None
+
+
+def tensorflow():
+  """Import TensorFlow once, with GPUs/TPUs hidden so it never takes device
+  memory from JAX. Only the data package calls this."""
+  global _tf_module
+  if _tf_module is None:
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    try:
+      tf.config.set_visible_devices([], 'GPU')
+      tf.config.set_visible_devices([], 'TPU')
+    except (RuntimeError, ValueError):
+      pass  # already initialised (devices then stay as they were) or no TPU type
+    _tf_module = tf
+  return _tf_module
+
+
+_SPLIT_RE = re.compile(r'^[A-Za-z0-9_]+$')
+
+
+def is_plain_split(split: Any) -> bool:
+  return isinstance(split, str) and bool(_SPLIT_RE.match(split))
