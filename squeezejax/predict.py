@@ -1,0 +1,135 @@
+"""`squeezejax predict`: top-k classes of image files from a model directory.
+
+  squeezejax predict --checkpoint=models/sq11 --top_k=5 cat.jpg dog.png
+
+Images are prepared with the `preprocessing` stored in the model directory:
+'torchvision' (imported weights) resizes the short side to `resize`, crops the
+centre `image_size` square, scales to [0, 1] and normalises by mean/std;
+'dataset' (trained models) resizes to `image_size` square (or resize + centre
+crop when `resize` is given) and normalises by the dataset's mean/std. A file
+that cannot be read gets one error line and the others still run; the exit
+code is 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from squeezejax import flags
+from squeezejax.errors import UserError
+
+BATCH = 32  # images per compiled call; the last batch is padded to keep one shape
+
+
+class PredictError(UserError):
+  pass
+
+
+# -- images ----------------------------------------------------------------------------
+
+
+def load_image(path: str, preprocessing: dict[str, Any], channels: int = 3) -> np.ndarray:
+  """One image file -> HWC float32, normalised as the model was trained."""
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as image:
+      image = image.convert('L' if channels == 1 else 'RGB')
+  except FileNotFoundError:
+    raise PredictError('no such file') from None
+  except (UnidentifiedImageError, OSError, ValueError) as e:
+    raise PredictError(f'not a readable image ({type(e).__name__}: {e})') from None
+  return preprocess(image, preprocessing)
+
+
+def preprocess(image, preprocessing: dict[str, Any]) -> np.ndarray:
+  """A PIL image -> HWC float32 (torchvision's Resize + CenterCrop + Normalize)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  size = int(preprocessing['image_size'])
+  resize = preprocessing.get('resize')
+  if resize:
+    # Resize(resize): the short side becomes `resize`, the long one is truncated
+    # as torchvision does; then CenterCrop(size) with its rounding.
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = int(resize), int(resize * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    image = image.resize((new_w, new_h), Image.BILINEAR)
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    image = image.crop((left, top, left + size, top + size))
+  else:
+    image = image.resize((size, size), Image.BILINEAR)
+  x = np.asarray(image, np.float32) / 255.0
+  if x.ndim == 2:
+    x = x[:, :, None]
+  mean = np.asarray(preprocessing.get('mean', [0.0]), np.float32)
+  std = np.asarray(preprocessing.get('std', [1.0]), np.float32)
+  return (x - mean) / std
+
+
+# -- prediction --------------------------------------------------------------------------
+
+
+def class_names(meta: dict[str, Any], num_classes: int) -> list[str]:
+  names = meta.get('class_names')
+  if names and len(names) == num_classes:
+    return [str(n) for n in names]
+  return [f'class_{i}' for i in range(num_classes)]
+
+
+def probabilities(model, images: np.ndarray) -> np.ndarray:
+  """Softmax of the logits, in fixed-size batches so that XLA compiles once."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  graphdef, state = nnx.split(model)
+  fn = jax.jit(lambda s, x: jax.nn.softmax(nnx.merge(graphdef, s)(x), axis=-1))
+  batch = min(BATCH, len(images))
+  out = []
+  for start in range(0, len(images), batch):
+    chunk = images[start:start + batch]
+    padded = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]),
+                                             chunk.dtype)])
+    out.append(np.asarray(fn(state, padded))[:len(chunk)])
+  return np.concatenate(out)
+
+
+def top_k(probs: np.ndarray, k: int, names: Sequence[str]) -> list[tuple[str, float]]:
+  order = np.argsort(-probs, kind='stable')[:k]
+  return [(names[i], float(probs[i])) for i in order]
+
+
+def main(argv: list[str]) -> int:
+  parser = flags.ArgumentParser(
+      prog='squeezejax predict', description='Top-k classes of images from a model directory.')
+  parser.add_argument('--checkpoint', required=True,
+                      help='model directory (train workdir or convert output)')
+  parser.add_argument('--top_k', type=int, default=5)
+  parser.add_argument('images', nargs='+', help='image files (any format PIL reads)')
+  args = parser.parse_args(argv)
+  if args.top_k < 1:
+    raise PredictError(f'--top_k={args.top_k}: expected an integer >= 1')
+  from squeezejax import checkpoint  # pylint: disable=g-import-not-at-top
+  from squeezejax import convert  # pylint: disable=g-import-not-at-top
+  spec, params, meta = checkpoint.load_model(args.checkpoint)
+  preprocessing = meta.get('preprocessing') or {'image_size': spec.default_image_size}
+  names = class_names(meta, spec.num_classes)
+
+  loaded, failed = [], 0
+  for path in args.images:
+    try:
+      loaded.append((path, load_image(path, preprocessing, spec.in_channels)))
+    except PredictError as e:
+      print(f'{path}: error: {e}', file=sys.stderr)
+      failed += 1
+  if loaded:
+    probs = probabilities(convert.build_model(spec, params), np.stack([x for _, x in loaded]))
+    k = min(args.top_k, spec.num_classes)
+    for (path, _), p in zip(loaded, probs):
+      print(path)
+      for name, prob in top_k(p, k, names):
+        print(f'  {prob:.4f}  {name}')
+  if failed:
+    print(f'{failed} of {len(args.images)} image(s) could not be read', file=sys.stderr)
+  return 1 if failed else 0
