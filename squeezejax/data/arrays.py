@@ -121,13 +121,15 @@ def prepare_fashion_mnist(data_dir: str | None = None):
   13 s on 2 cores), or the stock TFDS `fashion_mnist` when the IDX files are absent."""
   from squeezejax.data import fashion_mnist_local as fml  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder('fashion_mnist_local', data_dir=data_dir)
+  if builder.is_prepared():
+    return builder
   directory = fml.source_dir()
   missing = fml.missing_files(directory)
   if not missing:
-    builder = tfds.builder('fashion_mnist_local', data_dir=data_dir)
-    if not builder.is_prepared():
-      core.tensorflow()  # preparing writes with TensorFlow: keep it off the GPU
-      builder.download_and_prepare(file_format='tfrecord')
+    core.tensorflow()  # preparing writes with TensorFlow: keep it off the GPU
+    # tfrecord: TFDS's as_dataset (tf.data) cannot read array_record files.
+    builder.download_and_prepare(file_format='tfrecord')
     return builder
   if os.environ.get(fml.SOURCE_DIR_ENV):  # the user named a folder: don't fall back
     raise DataError(f'Fashion-MNIST files {", ".join(missing)} not found in {directory} '
@@ -173,11 +175,12 @@ def _tfds_to_arrays(builder, split: str, name: str) -> ArrayDataset:
     labels.append(batch['label'])
   if not labels:
     raise DataError(f'split {split!r} of {name!r} is empty')
-  label_feature = builder.info.features['label']
   f = core.facts(name)
+  # Fixed class lists: TFDS's cifar10 reads its names from the downloaded files.
+  names = {'cifar10': core.CIFAR10_CLASSES, 'fashion_mnist': core.FASHION_MNIST_CLASSES}[name]
   return ArrayDataset(np.concatenate(images).astype(np.uint8),
-                      np.concatenate(labels).astype(np.int32), label_feature.num_classes,
-                      tuple(label_feature.names), f.mean, f.std)
+                      np.concatenate(labels).astype(np.int32), len(names), names, f.mean,
+                      f.std)
 
 
 # -- image folders ----------------------------------------------------------------

@@ -23,6 +23,11 @@ FOLDER_PREFIX = 'folder:'
 FOLDER_IMAGE_SIZE = 224  # default resize target of `folder:` images (torchvision's input)
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 
+FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
+                         'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
+CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
+                   'ship', 'truck')
+
 # Normalisation constants, in [0, 1] pixel units, per channel.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

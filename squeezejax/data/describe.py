@@ -13,10 +13,6 @@ _KNOWN_SPLIT_SIZES = {
     'imagenette': {'train': 9_469, 'validation': 3_925},
     'imagenet2012': {'train': 1_281_167, 'validation': 50_000},
 }
-FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
-                         'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
-CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
-                   'ship', 'truck')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +43,9 @@ def describe(name: str, *, data_dir: str | None = None) -> DatasetSummary:
                           f.image_size, 3, f.mean, f.std, True)
   sizes = dict(_KNOWN_SPLIT_SIZES[base])
   if base == 'fashion_mnist':
-    classes = FASHION_MNIST_CLASSES
+    classes = core.FASHION_MNIST_CLASSES
   elif base == 'cifar10':
-    classes = CIFAR10_CLASSES
+    classes = core.CIFAR10_CLASSES
   else:  # the class list lives in the TFDS builder's code (no download needed)
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     builder = tfds.builder(f.tfds_name + (f'/{arg}' if arg else ''), data_dir=data_dir)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import gzip
 import os
+import struct
+import zlib
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from squeezejax.data.core import DataError
-from squeezejax.data.describe import FASHION_MNIST_CLASSES
+from squeezejax.data.core import FASHION_MNIST_CLASSES, DataError
 
 DEFAULT_SOURCE_DIR = '/usr/share/datasets/fashion-mnist'
 SOURCE_DIR_ENV = 'SQUEEZEJAX_FASHION_MNIST_DIR'
@@ -62,6 +63,24 @@ def read_idx(path: str, magic: int, count: int) -> np.ndarray:
   return data.reshape(dims)
 
 
+def encode_png(image: np.ndarray) -> bytes:
+  """A grayscale uint8 [h, w] or [h, w, 1] image as PNG bytes.
+
+  TFDS would encode each image with a TensorFlow op call, two thirds of the
+  preparation time; this writes the same pixels directly (zlib, no filter)."""
+  image = np.ascontiguousarray(image.reshape(image.shape[0], image.shape[1]), np.uint8)
+  h, w = image.shape
+  rows = np.concatenate([np.zeros((h, 1), np.uint8), image], axis=1)  # filter byte 0 per row
+
+  def chunk(kind: bytes, payload: bytes) -> bytes:
+    return (struct.pack('>I', len(payload)) + kind + payload
+            + struct.pack('>I', zlib.crc32(kind + payload) & 0xFFFFFFFF))
+
+  header = struct.pack('>IIBBBBB', w, h, 8, 0, 0, 0, 0)  # 8-bit grayscale
+  return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header)
+          + chunk(b'IDAT', zlib.compress(rows.tobytes(), 6)) + chunk(b'IEND', b''))
+
+
 class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
   """Fashion-MNIST (Xiao et al. 2017) from local IDX files: 60,000 train / 10,000 test."""
 
@@ -100,4 +119,4 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
     if labels.max() >= len(CLASS_NAMES):
       raise DataError(f'{labels_path} has label {labels.max()}: expected 0..9')
     for index in range(count):
-      yield index, {'image': images[index], 'label': int(labels[index])}
+      yield index, {'image': encode_png(images[index]), 'label': int(labels[index])}
