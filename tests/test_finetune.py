@@ -1,0 +1,103 @@
+"""`squeezejax finetune`: one real run (frozen backbone) on a generated image folder."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from PIL import Image
+
+from squeezejax import checkpoint
+from squeezejax import cli
+from squeezejax import finetune
+from squeezejax import model as model_lib
+from squeezejax import spec as spec_lib
+
+CLASSES = {'blue': (40, 40, 200), 'green': (40, 200, 40), 'red': (200, 40, 40)}
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+  """ROOT/CLASS/*.png, 10 noisy colour squares per class (2 per class held out)."""
+  root = tmp_path_factory.mktemp('colours')
+  rng = np.random.default_rng(0)
+  for name, colour in CLASSES.items():
+    os.makedirs(root / name)
+    for i in range(10):
+      pixels = np.clip(np.array(colour) + rng.normal(0, 40, (40, 36, 3)), 0, 255)
+      Image.fromarray(pixels.astype(np.uint8)).save(root / name / f'{i:02d}.png')
+  return str(root)
+
+
+@pytest.fixture(scope='module')
+def init_dir(tmp_path_factory):
+  """A 5-class model directory, as `squeezejax convert` writes (torchvision preprocessing)."""
+  spec = spec_lib.preset('squeezenet1_1', base_e=16, incr_e=16, num_classes=5,
+                         init='torchvision')
+  rng = np.random.default_rng(1)  # random weights without an (eager, slow) NNX init
+  shapes = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: model_lib.create(spec)), nnx.Param))
+  params = jax.tree.map(lambda s: (rng.standard_normal(s.shape) * 0.1).astype(np.float32), shapes)
+  directory = str(tmp_path_factory.mktemp('init'))
+  checkpoint.save_model(directory, spec, params, {'preprocessing': {
+      'kind': 'torchvision', 'mean': [0.485, 0.456, 0.406], 'std': [0.229, 0.224, 0.225],
+      'resize': 36, 'image_size': 32}})
+  return directory
+
+
+def test_finetune_frozen_backbone(folder, init_dir, tmp_path, capsys):
+  workdir = str(tmp_path / 'run')
+  argv = ['finetune', f'--init={init_dir}', f'--data={folder}', '--num_classes=3',
+          '--freeze_backbone', '--steps=6', '--batch_size=8', f'--workdir={workdir}',
+          '--config.num_devices=1', '--config.log_every=3']
+  assert cli.main(argv) == 0
+  printed = capsys.readouterr().out
+  with open(os.path.join(workdir, finetune.REPORT_JSON)) as f:
+    result = json.load(f)
+  counts = np.array(result['confusion_matrix'])
+  assert counts.shape == (3, 3) and counts.sum() == result['examples'] == 6
+  assert result['class_names'] == sorted(CLASSES)
+  assert result['accuracy'] == pytest.approx(np.trace(counts) / 6)
+  # Our evaluation and the trainer's agree on the same held-out images.
+  assert result['accuracy'] == pytest.approx(result['train_result']['top1'])
+  for i, name in enumerate(result['class_names']):
+    assert result['per_class_accuracy'][name] == pytest.approx(counts[i, i] / counts[i].sum())
+  assert f'test accuracy {result["accuracy"]:.4f} on 6 images' in printed
+  assert os.path.getsize(os.path.join(workdir, finetune.CONFUSION_PNG)) > 1000
+
+  # Frozen backbone: every layer but conv10 is exactly the init model's.
+  _, before, _ = checkpoint.load_model(init_dir)
+  spec, after, meta = checkpoint.load_model(workdir)
+  assert spec.num_classes == 3 and not spec.conv10_relu  # a new head, without the ReLU
+  assert meta['class_names'] == sorted(CLASSES)
+  for name in before:
+    if name != 'conv10':
+      jax.tree.map(np.testing.assert_array_equal, before[name], after[name])
+  assert after['conv10']['kernel'].shape == (1, 1, 64, 3)
+  assert np.abs(np.asarray(after['conv10']['bias'])).max() > 0  # conv10 trained
+
+
+def test_confusion_matrix_and_report():
+  labels, predicted = np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 2, 0])
+  result = finetune.report(labels, predicted, ['a', 'b', 'c', 'd'])
+  assert result['confusion_matrix'] == [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]]
+  assert result['accuracy'] == pytest.approx(4 / 6)
+  assert result['per_class_accuracy'] == {'a': 0.5, 'b': 1.0, 'c': pytest.approx(2 / 3),
+                                          'd': None}
+  text = finetune.format_report(result)
+  assert 'test accuracy 0.6667 on 6 images' in text and 'd                -' in text
+
+
+def test_user_errors(folder, init_dir, tmp_path, capsys):
+  base = [f'--init={init_dir}', f'--data={folder}', f'--workdir={tmp_path / "w"}']
+  assert cli.main(['finetune', *base, '--num_classes=4']) == 2
+  assert ("--num_classes=4 but" in capsys.readouterr().err)
+  assert cli.main(['finetune', *base, '--num_classes=3', '--steps=0']) == 2
+  assert '--steps=0: expected an integer >= 1' in capsys.readouterr().err
+  assert cli.main(['finetune', f'--init={tmp_path}', f'--data={folder}', '--num_classes=3',
+                   f'--workdir={tmp_path / "w"}']) == 2
+  assert 'is not a model directory' in capsys.readouterr().err
+  assert cli.main(['finetune', f'--init={init_dir}', f'--data={tmp_path / "none"}',
+                   '--num_classes=3', f'--workdir={tmp_path / "w"}']) == 2
+  assert 'does not exist' in capsys.readouterr().err
