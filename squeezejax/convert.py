@@ -338,6 +338,9 @@ def main(argv: list[str]) -> int:
   args = parser.parse_args(argv)
   from squeezejax import checkpoint  # pylint: disable=g-import-not-at-top
 
+  if os.path.exists(os.path.join(args.out, checkpoint.MODEL_JSON)):
+    raise ConvertError(f'--out={args.out!r} already holds a model: expected a new or '
+                       'empty directory')
   state_dict = load_state_dict(args.source)
   spec, params = from_torchvision(state_dict, args.version)
   version = spec_version(spec)

@@ -176,3 +176,35 @@ def test_spec_without_torchvision_counterpart():
       (spec_lib.preset('squeezenet1_0', conv10_relu=False), 'conv10_relu=False'),
   ]:
     one_line_error(convert.spec_version, spec, match=match)
+
+
+def test_cli_writes_a_model_directory(tmp_path, capsys):
+  from squeezejax import checkpoint, cli
+  state_dict = randomized('1_1').state_dict()
+  torch.save(state_dict, str(tmp_path / 'sq.pth'))
+  (tmp_path / 'names.txt').write_text('\n'.join(f'n{i}' for i in range(7)))
+  out = str(tmp_path / 'model')
+  argv = ['convert', f'--from={tmp_path / "sq.pth"}', '--version=1.1', f'--out={out}',
+          f'--class_names={tmp_path / "names.txt"}']
+  assert cli.main(argv) == 0
+  assert 'torchvision squeezenet1_1, 7 classes' in capsys.readouterr().out
+  spec, params, meta = checkpoint.load_model(out)
+  assert spec == convert.torchvision_spec('1_1', 7)
+  assert meta['preprocessing'] == convert.PREPROCESSING
+  assert meta['class_names'] == [f'n{i}' for i in range(7)]
+  back = convert.to_torchvision(spec, jax.tree.map(np.asarray, params))
+  for key, value in state_dict.items():
+    np.testing.assert_array_equal(back[key], value.numpy(), err_msg=key)
+  # Writing over a model is refused; a new head for another class count is fresh.
+  assert cli.main(argv) == 2
+  assert 'already holds a model' in capsys.readouterr().err
+  out2 = str(tmp_path / 'model2')
+  assert cli.main(['convert', f'--from={tmp_path / "sq.pth"}', f'--out={out2}',
+                   '--num_classes=2']) == 0
+  spec2, params2, meta2 = checkpoint.load_model(out2)
+  assert spec2.num_classes == 2 and meta2['head'] == 'new'
+  assert params2['conv10']['kernel'].shape == (1, 1, 512, 2)
+  np.testing.assert_array_equal(params2['fires'][7]['squeeze']['kernel'],
+                                params['fires'][7]['squeeze']['kernel'])
+  assert cli.main(['convert', f'--from={tmp_path / "missing.pth"}', f'--out={out2}x']) == 2
+  assert 'no such file' in capsys.readouterr().err
