@@ -240,10 +240,15 @@ def setup_compilation_cache(cache_dir: str | None) -> None:
   if not cache_dir:
     return
   import jax  # late: `processes` and `submitit` sweeps never start JAX in the driver
+  from jax.experimental.compilation_cache import compilation_cache
   os.makedirs(cache_dir, exist_ok=True)
-  jax.config.update('jax_compilation_cache_dir', cache_dir)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
+  if jax.config.jax_compilation_cache_dir != cache_dir:
+    jax.config.update('jax_compilation_cache_dir', cache_dir)
+    # JAX decides once per process whether to use the cache (at the first compile);
+    # make it look again now that there is a directory.
+    compilation_cache.reset_cache()
 
 
 # -- running one point -----------------------------------------------------------
