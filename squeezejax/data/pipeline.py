@@ -183,18 +183,28 @@ def train_stream(name: str, split: str, *, data_dir: str | None = None, global_b
                  shuffle_buffer: int = SHUFFLE_BUFFER) -> Iterator[dict[str, np.ndarray]]:
   """Endless training batches for this process: dict(image float32 [b, S, S, C],
   label int32 [b]) with b = global_batch // process_count; see the module doc."""
-  tf = core.tensorflow()
   core.check_augment(augment)
   batch = core.local_batch_size(global_batch, process_count, process_index)
   size = core.resolve_image_size(name, image_size, augment)
   if start_step < 0:
     raise DataError(f'start_step={start_step} is not allowed: expected >= 0')
   source = open_source(name, split, data_dir, image_size)
-  per_process = source.num_examples // process_count
-  steps_per_epoch = per_process // batch
-  if steps_per_epoch == 0:
+  if source.num_examples // process_count < batch:
     raise DataError(f'global batch {global_batch} is larger than the {source.num_examples} '
                     f'examples of {name!r} {split!r} ({process_count} processes)')
+  return source_batches(source, batch=batch, image_size=size, augment=augment, seed=seed,
+                        start_step=start_step, process_index=process_index,
+                        process_count=process_count, shuffle_buffer=shuffle_buffer)
+
+
+def source_batches(source: Source, *, batch: int, image_size: int, augment: str, seed: int,
+                   start_step: int, process_index: int, process_count: int,
+                   shuffle_buffer: int = SHUFFLE_BUFFER) -> Iterator[dict[str, np.ndarray]]:
+  """The training batches of `train_stream` for an opened `Source` (local batch)."""
+  tf = core.tensorflow()
+  size = image_size
+  per_process = source.num_examples // process_count
+  steps_per_epoch = per_process // batch
   start = process_index * per_process
   buffer = per_process if source.in_memory else min(shuffle_buffer, per_process)
 
