@@ -7,6 +7,8 @@ an explicit key so that the training step stays a pure function of pytrees.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -21,13 +23,37 @@ def _kernel_init(init: str):
 
 
 def max_pool_ceil(x: jax.Array, kernel: int = 3, stride: int = 2) -> jax.Array:
-  """Unpadded max pool that rounds its output size up (Caffe, torchvision ceil_mode)."""
+  """Unpadded max pool that rounds its output size up (Caffe, torchvision ceil_mode).
+
+  Written as the maximum of strided slices (rows, then columns) rather than
+  `lax.reduce_window`: the forward values are identical, and the gradient is a
+  few fused elementwise ops instead of XLA:CPU's select-and-scatter expansion
+  (an argmax reduce-window plus a scatter), the largest cost of the CPU train
+  step before this change (docs/performance.md). On exact ties between
+  window elements the gradient is shared instead of going to one of them; after
+  a ReLU such ties are zeros, whose gradient the ReLU drops anyway.
+  """
   h, w = x.shape[1:3]
   oh, ow = spec_lib.pool_output_size(h, kernel, stride), spec_lib.pool_output_size(w, kernel, stride)
   pad_h, pad_w = (oh - 1) * stride + kernel - h, (ow - 1) * stride + kernel - w
-  return jax.lax.reduce_window(
-      x, jnp.array(-jnp.inf, x.dtype), jax.lax.max, (1, kernel, kernel, 1),
-      (1, stride, stride, 1), ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+  x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), constant_values=-jnp.inf)
+  rows = [x[:, i:i + (oh - 1) * stride + 1:stride] for i in range(kernel)]
+  x = functools.reduce(jnp.maximum, rows)
+  cols = [x[:, :, j:j + (ow - 1) * stride + 1:stride] for j in range(kernel)]
+  return functools.reduce(jnp.maximum, cols)
+
+
+def pointwise(layer: nnx.Conv, x: jax.Array) -> jax.Array:
+  """`layer(x)` for a 1x1, stride-1 convolution, written as a matmul over channels.
+
+  XLA:CPU runs the matmul and its two gradient matmuls faster than the
+  convolution and its gradient convolutions (docs/performance.md); on GPU and
+  TPU XLA lowers both forms to the same GEMM.
+  """
+  bias = layer.bias[...] if layer.bias is not None else None
+  x, kernel, bias = layer.promote_dtype((x, layer.kernel[...], bias), dtype=layer.dtype)
+  y = jnp.einsum('...c,co->...o', x, kernel[0, 0], precision=layer.precision)
+  return y if bias is None else y + bias
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
@@ -60,13 +86,17 @@ class FireModule(nnx.Module):
                         if dims.bypass == 'complex' else None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    s = nnx.relu(self.squeeze(x))
-    branches = [nnx.relu(b(s)) for b in (self.expand1x1, self.expand3x3) if b is not None]
+    s = nnx.relu(pointwise(self.squeeze, x))
+    branches = []
+    if self.expand1x1 is not None:
+      branches.append(nnx.relu(pointwise(self.expand1x1, s)))
+    if self.expand3x3 is not None:
+      branches.append(nnx.relu(self.expand3x3(s)))
     y = branches[0] if len(branches) == 1 else jnp.concatenate(branches, axis=-1)
     if self.dims.bypass == 'simple':
       y = y + x
     elif self.dims.bypass == 'complex':
-      y = y + nnx.relu(self.bypass_conv(x))
+      y = y + nnx.relu(pointwise(self.bypass_conv, x))
     return y
 
 
@@ -98,7 +128,7 @@ class SqueezeNet(nnx.Module):
       if i in self.spec.pool_after:
         x = max_pool_ceil(x)
     x = dropout(x, self.spec.dropout_rate, dropout_key)
-    x = self.conv10(x)
+    x = pointwise(self.conv10, x)
     if self.spec.conv10_relu:
       x = nnx.relu(x)
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
