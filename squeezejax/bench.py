@@ -1,0 +1,506 @@
+"""`squeezejax bench`: train/eval/input throughput, MFU and, optionally, PyTorch eager.
+
+  squeezejax bench                                  # squeezenet1_1@224 b32, small@32 b128
+  squeezejax bench --compare=torch --json=bench.json
+  squeezejax bench --model=squeezenet1_0 --batch_size=64 --dtype=bfloat16
+  squeezejax bench --model=squeezenet_small --image_size=28 --spec.in_channels=1  # F-MNIST
+
+For each case, in one process: the trainer's own jitted step (`train.make_train_step`,
+state donated, explicit shardings over every device) on a fixed float32 batch;
+the trainer's eval step; the compile time of both; the input pipeline alone (the
+trainer's in-memory path: host gather, prefetch, global batch, on-device
+crop_flip augmentation); and model FLOPs utilisation against a float32 matmul
+peak measured on the same devices in the same run. Every number is taken after
+compilation and ends with a device synchronisation; the host never waits on the
+device inside a timing window except at its end.
+
+With `--compare=torch` the same architecture (torchvision's module for
+squeezenet1_0/1_1, otherwise one built from the same spec) trains in PyTorch
+eager on the same images, labels and initial weights, with the same loss
+(cross-entropy) and optimizer (SGD, momentum 0.9, the same weight decay). JAX,
+PyTorch and input windows are interleaved and each figure is a median over
+windows, so a busy machine slows all of them alike; the ratio is the median of
+per-window ratios. See docs/performance.md for results and what was tried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from squeezejax import flags, parallel
+from squeezejax import model as model_lib
+from squeezejax import spec as spec_lib
+from squeezejax.errors import UserError
+
+DEFAULT_CASES = (('squeezenet1_1', 224, 32), ('squeezenet_small', 32, 128))
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+LEARNING_RATE = 1e-3  # small and constant: the timed steps must not diverge
+WEIGHT_DECAY = 2e-4  # the paper's; torch's SGD(weight_decay=) adds the same L2 gradient
+MOMENTUM = 0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  model: str  # a preset name of squeezejax.spec.PRESETS
+  spec: spec_lib.SqueezeNetSpec
+  image_size: int
+  batch_size: int
+
+
+def cpu_count() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
+# ===================================================================================
+# Timing helpers
+# ===================================================================================
+
+
+def timed(run: Callable[[int], Any], steps: int, sync: Callable[[Any], Any]) -> float:
+  """Seconds for `steps` calls of run, synchronised once at the end."""
+  start = time.perf_counter()
+  sync(run(steps))
+  return time.perf_counter() - start
+
+
+def block(tree) -> None:
+  jax.block_until_ready(tree)
+
+
+def matmul_peak_gflops(mesh, size: int = 2048, reps: int = 4, windows: int = 3) -> float:
+  """float32 matmul GFLOP/s over every device of the mesh: the MFU ceiling.
+
+  One size^3 matmul per device per call (a [devices, size, size] batch sharded
+  on 'data'); the best window is the peak.
+  """
+  n = mesh.size
+  sharding = parallel.batch_sharding(mesh)
+  a = jax.device_put(np.random.default_rng(0).standard_normal((n, size, size), np.float32),
+                     sharding)
+  matmul = jax.jit(lambda x, y: jnp.einsum('dij,djk->dik', x, y), out_shardings=sharding)
+  block(matmul(a, a))
+
+  def run(k):
+    out = a
+    for _ in range(k):
+      out = matmul(a, out)  # chained, so no call can be skipped
+    return out
+
+  best = min(timed(run, reps, block) for _ in range(windows))
+  return 2 * size**3 * n * reps / best / 1e9
+
+
+# ===================================================================================
+# squeezejax: the trainer's step, eval step and input path
+# ===================================================================================
+
+
+def optimizer_config() -> ml_collections.ConfigDict:
+  """The trainer's optimizer fields for plain SGD with momentum and weight decay."""
+  return ml_collections.ConfigDict(dict(
+      optimizer='sgd', momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, grad_clip=0.0,
+      freeze_backbone=False, seed=0, accum_steps=1))
+
+
+class JaxCase:
+  """Compiled train and eval steps of one case, with their state and batch."""
+
+  def __init__(self, case: Case, dtype: str, mesh, images: np.ndarray, labels: np.ndarray):
+    from squeezejax import train  # pylint: disable=g-import-not-at-top
+    self.mesh = mesh
+    spec, size = case.spec, case.image_size
+    config = optimizer_config()
+    model = model_lib.create(spec, seed=0, dtype=DTYPES[dtype])
+    graphdef, params = nnx.split(model, nnx.Param)
+    params = nnx.to_pure_dict(params)
+    self.initial_params = jax.device_get(params)  # host copy: the state gets donated
+    tx = train.make_optimizer(config, optax.constant_schedule(LEARNING_RATE), params)
+    state = {'params': params, 'opt_state': tx.init(params), 'step': jnp.int32(0)}
+    shardings = parallel.state_shardings(mesh, state, fsdp=False)
+    batch_sharding = parallel.batch_sharding(mesh)
+    channels = spec.in_channels
+    image_info = ('none', size, (0.5,) * channels, (0.25,) * channels)
+    self.batch = parallel.global_batch(mesh, {'image': images, 'label': labels})
+    self.eval_batch = parallel.global_batch(
+        mesh, {'image': images, 'label': labels, 'mask': np.ones(len(labels), np.float32)})
+
+    train_step = jax.jit(
+        train.make_train_step(graphdef, tx, spec, config, image_info),
+        in_shardings=(shardings, batch_sharding),
+        out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+    eval_step = jax.jit(train.make_eval_step(graphdef, image_info),
+                        in_shardings=(shardings['params'], batch_sharding),
+                        out_shardings=parallel.replicated(mesh))
+    with jax.set_mesh(mesh):
+      start = time.perf_counter()
+      self.train_step = train_step.lower(state, self.batch).compile()
+      self.compile_train_s = time.perf_counter() - start
+      start = time.perf_counter()
+      self.eval_step = eval_step.lower(state['params'], self.eval_batch).compile()
+      self.compile_eval_s = time.perf_counter() - start
+    self.state = jax.device_put(state, shardings)
+    block(self.train(1))  # first call: allocation, thread pools
+    block(self.evaluate(1))
+
+  def train(self, steps: int):
+    metrics = None
+    for _ in range(steps):
+      self.state, metrics = self.train_step(self.state, self.batch)
+    return metrics
+
+  def evaluate(self, steps: int):
+    sums = None
+    for _ in range(steps):
+      sums = self.eval_step(self.state['params'], self.eval_batch)
+    return sums
+
+
+class InputCase:
+  """The trainer's in-memory input path alone, on random uint8 images of the case's shape."""
+
+  def __init__(self, case: Case, mesh, seed: int = 0):
+    from squeezejax import data, train  # pylint: disable=g-import-not-at-top
+    spec, size, batch = case.spec, case.image_size, case.batch_size
+    rng = np.random.default_rng(seed)
+    n = 4 * batch
+    channels = spec.in_channels
+    dataset = data.ArrayDataset(
+        images=rng.integers(0, 256, (n, size, size, channels), np.uint8),
+        labels=rng.integers(0, spec.num_classes, n).astype(np.int32),
+        num_classes=spec.num_classes, class_names=tuple(map(str, range(spec.num_classes))),
+        mean=(0.5,) * channels, std=(0.25,) * channels)
+    self.mesh = mesh
+    self.batches = train.prefetch(train.InMemoryInput(dataset, batch, seed).batches(0))
+    self.augment = jax.jit(lambda images, step: data.augment(
+        images, jax.random.fold_in(jax.random.key(seed), step), kind='crop_flip',
+        image_size=size, mean=dataset.mean, std=dataset.std))
+    self.step = 0
+    block(self.run(1))
+
+  def run(self, steps: int):
+    out = None
+    for _ in range(steps):
+      batch = parallel.global_batch(self.mesh, next(self.batches))
+      out = (self.augment(batch['image'], self.step), batch['label'])
+      self.step += 1
+    return out
+
+
+# ===================================================================================
+# PyTorch eager: the same architecture, loss, optimizer, inputs and initial weights
+# ===================================================================================
+
+
+def torch_module(spec: spec_lib.SqueezeNetSpec, params: dict):
+  """A torch module of `spec` holding `params` (squeezejax layout: HWIO kernels)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from squeezejax import convert, torch_reference  # pylint: disable=g-import-not-at-top
+  try:
+    version = convert.spec_version(spec)
+  except UserError:
+    version = None
+  if version is not None and spec.dropout_rate == 0.5:
+    module = torch_reference.squeezenet(version, spec.num_classes)
+    state_dict = convert.to_torchvision(spec, params)
+  else:
+    module = _spec_net_class()(spec)
+    state_dict = _spec_net_state_dict(spec, params)
+  module.load_state_dict({k: torch.from_numpy(np.array(v, np.float32))
+                          for k, v in state_dict.items()})
+  return module
+
+
+def _spec_net_state_dict(spec, params) -> dict[str, np.ndarray]:
+  out = {}
+
+  def put(prefix, node):
+    out[f'{prefix}.weight'] = np.asarray(node['kernel'], np.float32).transpose(3, 2, 0, 1)
+    out[f'{prefix}.bias'] = np.asarray(node['bias'], np.float32)
+
+  put('conv1', params['conv1'])
+  for i, dims in enumerate(spec.fires()):
+    fire = params['fires'][i]
+    for name in ('squeeze', 'expand1x1', 'expand3x3', 'bypass_conv'):
+      if fire.get(name) is not None:
+        put(f'fires.{i}.{name}', fire[name])
+  put('conv10', params['conv10'])
+  return out
+
+
+@functools.cache
+def _spec_net_class():
+  """Defined lazily so that importing this module does not import torch."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch import nn  # pylint: disable=g-import-not-at-top
+  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
+
+  class Fire(nn.Module):
+
+    def __init__(self, dims: spec_lib.FireDims):
+      super().__init__()
+      self.dims = dims
+      conv = lambda cin, cout, k: nn.Conv2d(cin, cout, k, padding=k // 2)
+      self.squeeze = conv(dims.in_channels, dims.s1x1, 1)
+      self.expand1x1 = conv(dims.s1x1, dims.e1x1, 1) if dims.e1x1 else None
+      self.expand3x3 = conv(dims.s1x1, dims.e3x3, 3) if dims.e3x3 else None
+      self.bypass_conv = (conv(dims.in_channels, dims.out_channels, 1)
+                          if dims.bypass == 'complex' else None)
+
+    def forward(self, x):
+      s = F.relu(self.squeeze(x))
+      branches = [F.relu(b(s)) for b in (self.expand1x1, self.expand3x3) if b is not None]
+      y = branches[0] if len(branches) == 1 else torch.cat(branches, 1)
+      if self.dims.bypass == 'simple':
+        y = y + x
+      elif self.dims.bypass == 'complex':
+        y = y + F.relu(self.bypass_conv(x))
+      return y
+
+  class SpecNet(nn.Module):
+    """The squeezejax network of any spec, NCHW, parameter names as in squeezejax."""
+
+    def __init__(self, spec: spec_lib.SqueezeNetSpec):
+      super().__init__()
+      self.spec = spec
+      c1 = spec.conv1
+      self.conv1 = nn.Conv2d(spec.in_channels, c1.filters, c1.kernel, c1.stride, c1.padding)
+      self.fires = nn.ModuleList([Fire(dims) for dims in spec.fires()])
+      self.conv10 = nn.Conv2d(spec.fires()[-1].out_channels, spec.num_classes, 1)
+
+    def forward(self, x):
+      pool = lambda v: F.max_pool2d(v, 3, 2, ceil_mode=True)
+      x = pool(F.relu(self.conv1(x)))
+      for i, fire in enumerate(self.fires):
+        x = fire(x)
+        if i in self.spec.pool_after:
+          x = pool(x)
+      x = F.dropout(x, self.spec.dropout_rate, self.training)
+      x = self.conv10(x)
+      if self.spec.conv10_relu:
+        x = F.relu(x)
+      return x.mean((2, 3))
+
+  return SpecNet
+
+
+class TorchCase:
+  """PyTorch eager train step: zero_grad, forward, cross-entropy, backward, SGD step."""
+
+  def __init__(self, case: Case, params: dict, images: np.ndarray, labels: np.ndarray):
+    import torch  # pylint: disable=g-import-not-at-top
+    torch.set_num_threads(cpu_count())
+    self.torch = torch
+    self.module = torch_module(case.spec, params).train()
+    self.optimizer = torch.optim.SGD(self.module.parameters(), lr=LEARNING_RATE,
+                                     momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    self.labels = torch.from_numpy(labels.astype(np.int64))
+    self.train(1)
+
+  def train(self, steps: int):
+    loss = None
+    for _ in range(steps):
+      self.optimizer.zero_grad(set_to_none=True)
+      loss = self.torch.nn.functional.cross_entropy(self.module(self.images), self.labels)
+      loss.backward()
+      self.optimizer.step()
+    return loss
+
+  @staticmethod
+  def sync(loss) -> None:
+    loss.item()
+
+
+def torch_version() -> str | None:
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return torch.__version__
+
+
+# ===================================================================================
+# One case, all measurements interleaved
+# ===================================================================================
+
+
+def run_case(case: Case, *, dtype: str, compare: str, mesh, peak_gflops: float,
+             windows: int, steps: int, say: Callable[[str], None] = print) -> dict[str, Any]:
+  spec, size, batch = case.spec, case.image_size, case.batch_size
+  rng = np.random.default_rng(0)
+  images = rng.standard_normal((batch, size, size, spec.in_channels), np.float32)
+  labels = rng.integers(0, spec.num_classes, batch).astype(np.int32)
+
+  say(f'{case.model} {size}px batch {batch} {dtype}: compiling')
+  jax_case = JaxCase(case, dtype, mesh, images, labels)
+  input_case = InputCase(case, mesh)
+  torch_case = None
+  if compare == 'torch':
+    torch_case = TorchCase(case, jax_case.initial_params, images, labels)
+
+  times = {'train': [], 'eval': [], 'input': [], 'torch': []}
+  for _ in range(windows):
+    with jax.set_mesh(mesh):
+      times['train'].append(timed(jax_case.train, steps, block))
+      times['eval'].append(timed(jax_case.evaluate, steps, block))
+    times['input'].append(timed(input_case.run, steps, block))
+    if torch_case is not None:
+      times['torch'].append(timed(torch_case.train, steps, TorchCase.sync))
+
+  rate = lambda seconds: statistics.median(steps * batch / t for t in seconds)
+  macs = spec.cost(size)['macs']
+  train_img_s, eval_img_s = rate(times['train']), rate(times['eval'])
+  # Model FLOPs: 2 per MAC forward, backward twice the forward (input and weight
+  # gradients), as in the usual MFU accounting; the data-input gradient of conv1
+  # is not computed but is counted, as everyone counts it.
+  train_gflops = train_img_s * 6 * macs / 1e9
+  result = {
+      'model': case.model, 'image_size': size, 'batch_size': batch, 'dtype': dtype,
+      'layout': spec.layout, 'spec': spec.to_dict(), 'params': spec.cost(size)['params'],
+      'macs_per_image': macs, 'devices': mesh.size,
+      'device_kind': jax.devices()[0].device_kind,
+      'squeezejax_img_s': train_img_s, 'eval_img_s': eval_img_s,
+      'input_img_s': rate(times['input']),
+      'compile_train_s': jax_case.compile_train_s, 'compile_eval_s': jax_case.compile_eval_s,
+      'train_gflops': train_gflops, 'eval_gflops': eval_img_s * 2 * macs / 1e9,
+      'peak_matmul_gflops': peak_gflops, 'mfu': train_gflops / peak_gflops,
+      'torch_img_s': None, 'ratio': None, 'windows': windows, 'steps_per_window': steps,
+      'train_img_s_windows': [steps * batch / t for t in times['train']],
+  }
+  result['input_to_train'] = result['input_img_s'] / train_img_s
+  if torch_case is not None:
+    result['torch_img_s'] = rate(times['torch'])
+    result['ratio'] = statistics.median(t / j for j, t in zip(times['train'], times['torch']))
+    result['torch_img_s_windows'] = [steps * batch / t for t in times['torch']]
+  return result
+
+
+# ===================================================================================
+# CLI
+# ===================================================================================
+
+
+def parse_cases(models: str, image_size: int, batch_size: int,
+                overrides: dict[str, Any]) -> list[Case]:
+  if not models:
+    if image_size or batch_size:
+      raise UserError('--image_size/--batch_size need --model: the default run is '
+                      + ', '.join(f'{m}@{s} batch {b}' for m, s, b in DEFAULT_CASES))
+    chosen = [(m, s, b) for m, s, b in DEFAULT_CASES]
+  else:
+    chosen = []
+    for name in models.split(','):
+      layout = spec_lib.preset(name).layout
+      size = image_size or spec_lib.DEFAULT_IMAGE_SIZE[layout]
+      chosen.append((name, size, batch_size or (32 if size >= 128 else 128)))
+  cases = []
+  for name, size, batch in chosen:
+    spec = spec_lib.preset(name, **overrides)
+    spec.check_image_size(size)
+    if batch < 1:
+      raise UserError(f'--batch_size={batch} is not allowed: expected an integer >= 1')
+    cases.append(Case(name, spec, size, batch))
+  return cases
+
+
+def split_spec_overrides(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+  """`--spec.FIELD=VALUE` metaparameter overrides (Python literals), e.g. --spec.base_e=16."""
+  from squeezejax import configs  # pylint: disable=g-import-not-at-top
+  rest, overrides = [], {}
+  for arg in argv:
+    if arg.startswith('--spec.'):
+      key, eq, value = arg[len('--spec.'):].partition('=')
+      if not eq:
+        raise UserError(f'{arg}: expected --spec.FIELD=VALUE')
+      overrides[key] = configs._parse(value)  # pylint: disable=protected-access
+    else:
+      rest.append(arg)
+  return rest, overrides
+
+
+def table(results: list[dict[str, Any]]) -> str:
+  show = lambda v, f: '' if v is None else format(v, f)
+  lines = ['| model | px | batch | dtype | train img/s | torch img/s | ratio | eval img/s '
+           '| input img/s | compile s | train GFLOP/s | MFU |',
+           '|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|']
+  for r in results:
+    lines.append(
+        f'| {r["model"]} | {r["image_size"]} | {r["batch_size"]} | {r["dtype"]} | '
+        f'{r["squeezejax_img_s"]:.1f} | {show(r["torch_img_s"], ".1f")} | '
+        f'{show(r["ratio"], ".2f")} | {r["eval_img_s"]:.1f} | {r["input_img_s"]:.0f} | '
+        f'{r["compile_train_s"] + r["compile_eval_s"]:.1f} | {r["train_gflops"]:.1f} | '
+        f'{100 * r["mfu"]:.1f}% |')
+  return '\n'.join(lines)
+
+
+def environment() -> dict[str, Any]:
+  return {'jax': jax.__version__, 'backend': jax.default_backend(),
+          'device_kind': jax.devices()[0].device_kind, 'devices': jax.device_count(),
+          'cpu_count': cpu_count(), 'torch': torch_version(), 'platform': platform.platform(),
+          'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'load_average': os.getloadavg() if hasattr(os, 'getloadavg') else None}
+
+
+def main(argv: list[str]) -> int:
+  argv, overrides = split_spec_overrides(argv)
+  parser = flags.ArgumentParser(prog='squeezejax bench', description=__doc__.split('\n')[0])
+  parser.add_argument('--model', default='',
+                      help='comma-separated presets (default: squeezenet1_1@224 b32 and '
+                           'squeezenet_small@32 b128)')
+  parser.add_argument('--image_size', type=int, default=0, help='0 = the layout default')
+  parser.add_argument('--batch_size', type=int, default=0,
+                      help='0 = 32 at >= 128 px, else 128')
+  parser.add_argument('--dtype', choices=sorted(DTYPES), default='float32',
+                      help='compute dtype (parameters stay float32)')
+  parser.add_argument('--compare', choices=('none', 'torch'), default='none')
+  parser.add_argument('--json', default='', help='write {"results": [...]} here')
+  parser.add_argument('--windows', type=int, default=5, help='timing windows per measurement')
+  parser.add_argument('--steps', type=int, default=3, help='steps per timing window')
+  parser.add_argument('--num_devices', type=int, default=0, help='0 = every device')
+  parser.add_argument('--peak_size', type=int, default=2048, help='matmul size for the peak')
+  args = parser.parse_args(argv)
+  if args.windows < 1 or args.steps < 1 or args.peak_size < 1:
+    raise UserError('--windows, --steps and --peak_size must be integers >= 1')
+  cases = parse_cases(args.model, args.image_size, args.batch_size, overrides)
+  if args.compare == 'torch':
+    if torch_version() is None:
+      raise UserError('--compare=torch needs PyTorch: pip install "squeezejax[bench]"')
+    if args.dtype != 'float32':
+      raise UserError(f'--compare=torch with --dtype={args.dtype}: the comparison is '
+                      'float32 on both sides; expected --dtype=float32')
+  mesh = parallel.make_mesh(args.num_devices)
+  for case in cases:
+    parallel.check_batch(mesh, case.batch_size)
+
+  peak = matmul_peak_gflops(mesh, args.peak_size)
+  print(f'{mesh.size} x {jax.devices()[0].device_kind}, {cpu_count()} CPU cores; '
+        f'float32 matmul peak {peak:.1f} GFLOP/s', flush=True)
+  results = []
+  for case in cases:
+    results.append(run_case(case, dtype=args.dtype, compare=args.compare, mesh=mesh,
+                            peak_gflops=peak, windows=args.windows, steps=args.steps,
+                            say=lambda m: print(m, flush=True)))
+  print(table(results))
+  if args.json:
+    report = {'results': results, 'peak_matmul_gflops': peak, 'environment': environment()}
+    with open(args.json, 'w') as f:
+      json.dump(report, f, indent=1)
+    print(f'wrote {args.json}')
+  return 0
