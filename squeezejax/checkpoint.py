@@ -116,7 +116,7 @@ def abstract_model_params(spec: spec_lib.SqueezeNetSpec):
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from squeezejax import model as model_lib  # pylint: disable=g-import-not-at-top
   return jax.eval_shape(
-      lambda: nnx.state(model_lib.create(spec), nnx.Param).to_pure_dict())
+      lambda: nnx.to_pure_dict(nnx.state(model_lib.create(spec), nnx.Param)))
 
 
 def load_model(directory: str, abstract_params=None):

@@ -20,6 +20,56 @@ class ConfigError(UserError):
   pass
 
 
+def base_config() -> ml_collections.ConfigDict:
+  """Every field the trainer reads, with defaults; experiment files start here."""
+  c = ml_collections.ConfigDict()
+  # Model: a preset from squeezejax.spec.PRESETS plus metaparameter overrides.
+  c.model = 'squeezenet_small'
+  c.spec = ml_collections.ConfigDict(dict(
+      base_e=128, incr_e=128, pct_3x3=0.5, freq=2, squeeze_ratio=0.125,
+      bypass='none', dropout_rate=0.5, conv10_relu=True, init='caffe'))
+  c.dtype = 'float32'  # compute dtype; 'bfloat16' on accelerators
+  # Data: see squeezejax.data.DATASETS.
+  c.dataset = 'fashion_mnist'
+  c.data_dir = ''  # TFDS data_dir; '' = TFDS default
+  c.train_split = 'train'
+  c.eval_split = 'test'
+  c.image_size = 0  # 0 = the dataset's own size
+  c.augment = 'crop_flip'  # 'none' | 'crop_flip' | 'caffe' | 'inception'
+  # Duration, given once: total_steps, or num_epochs when > 0 (converted in train.py).
+  c.total_steps = 1000
+  c.num_epochs = 0.0
+  c.batch_size = 128  # global, across all devices and hosts
+  c.accum_steps = 1  # gradient accumulation: micro-batch = batch_size / accum_steps
+  c.eval_batch_size = 1000
+  # Optimiser.
+  c.optimizer = 'sgd'  # 'sgd' (momentum) | 'adamw'
+  c.lr = 0.04
+  c.schedule = 'linear'  # 'linear' (the paper's decay to 0) | 'cosine' | 'constant'
+  c.warmup_steps = 0
+  c.momentum = 0.9
+  c.weight_decay = 2e-4
+  c.grad_clip = 0.0  # global norm; 0 = off
+  c.seed = 0
+  # Sharding: data parallel over all devices; fsdp also shards parameters and
+  # optimizer state over the same 'data' axis.
+  c.fsdp = False
+  c.num_devices = 0  # 0 = every device; N = the first N (one process only)
+  # Multi-host (jax.distributed); empty = single process.
+  c.coordinator_address = ''
+  c.num_processes = 1
+  c.process_id = 0
+  # Fine-tuning: initialise from a model directory (checkpoint of train/convert).
+  c.init_from = ''
+  c.freeze_backbone = False
+  # Logging, evaluation, checkpoints (all in steps).
+  c.log_every = 50
+  c.eval_every = 0  # 0 = only at the end
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  return c
+
+
 def load_module(path: str):
   if not os.path.isfile(path):
     raise ConfigError(f'--config={path!r}: no such file')

@@ -35,13 +35,6 @@ class FinetuneError(UserError):
   pass
 
 
-def _base_config():
-  """Every trainer field with its default (experiments/fashion_mnist.py:base_config)."""
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      'experiments', 'fashion_mnist.py')
-  return configs.load_module(path).base_config()
-
-
 def finetune_config(init: str, data_path: str, *, freeze_backbone: bool = False,
                     steps: int = 300, batch_size: int = 32, lr: float = 1e-3,
                     image_size: int = 0, conv10_relu: bool | None = None,
@@ -60,7 +53,7 @@ def finetune_config(init: str, data_path: str, *, freeze_backbone: bool = False,
   folder = data.open_folder(os.path.expanduser(data_path))
   if conv10_relu is None:
     conv10_relu = init_spec.conv10_relu and len(folder.classes) == init_spec.num_classes
-  c = _base_config()
+  c = configs.base_config()
   c.init_from = init
   c.freeze_backbone = freeze_backbone
   c.dataset = f'folder:{os.path.expanduser(data_path)}'

@@ -175,8 +175,9 @@ class InMemoryInput:
     if epoch != self._perm_epoch:
       rng = np.random.default_rng([self.seed, epoch])
       self._perm, self._perm_epoch = rng.permutation(len(self.dataset.labels)), epoch
-    index = self._perm[i * self.global_batch:(i + 1) * self.global_batch][self.rows]
-    index = np.sort(index)  # cheaper gathers; the order within a batch does not matter
+    # Sorted for cheaper gathers, before slicing so that row r of the global batch
+    # (and so its augmentation key) is the same for any number of processes.
+    index = np.sort(self._perm[i * self.global_batch:(i + 1) * self.global_batch])[self.rows]
     return {'image': self.dataset.images[index], 'label': self.dataset.labels[index]}
 
   def batches(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
@@ -293,7 +294,7 @@ def make_train_step(graphdef, tx, spec: spec_lib.SqueezeNetSpec, config, image_i
       loss, top1, grads = jax.tree.map(lambda x: x / accum, (loss, top1, grads))
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
-    metrics = {'loss': loss, 'top1': top1, 'grad_norm': optax.global_norm(grads)}
+    metrics = {'loss': loss, 'top1': top1, 'grad_norm': optax.tree.norm(grads)}
     return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1}, metrics
 
   return train_step
@@ -381,7 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # -- state, created directly in its shardings -----------------------------------------
   def init_state():
-    params = nnx.state(model_lib.create(spec, seed=config.seed), nnx.Param).to_pure_dict()
+    params = nnx.to_pure_dict(nnx.state(model_lib.create(spec, seed=config.seed), nnx.Param))
     return {'params': params, 'opt_state': tx.init(params), 'step': jnp.int32(0)}
 
   abstract_state = jax.eval_shape(init_state)
@@ -487,7 +488,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpointer.close()
   say(f'eval on {config.eval_split} ({final["eval_examples"]:,} images): '
       f'top1 {final["top1"]:.4f} top5 {final["top5"]:.4f}')
-  writer.write(steps, {**last_metrics, **final})
+  writer.write(steps, final)
   writer.close()
 
   result = {

@@ -1,0 +1,205 @@
+"""The trainer on the tiny `test` preset (synthetic data, 16 px, base_e=16).
+
+Same losses on 1 and 8 devices (data parallel and FSDP) and across two
+jax.distributed processes; SIGKILL + rerun ends bit-identical to an
+uninterrupted run; exact masked evaluation; no recompilation.
+"""
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from squeezejax import checkpoint, configs, train
+from squeezejax.errors import UserError
+
+CONFIG = os.path.join(os.path.dirname(__file__), '..', 'experiments', 'fashion_mnist.py')
+ENV = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'CUDA_VISIBLE_DEVICES': '', 'JAX_NUM_CPU_DEVICES': '8'}
+
+
+def load(**overrides):
+  return configs.load(f'{CONFIG}:test', overrides)
+
+
+def losses(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  return [r['loss'] for r in records if 'loss' in r]
+
+
+def final_params(workdir):
+  _, params, _ = checkpoint.load_model(workdir)
+  return jax.tree.map(np.asarray, params)
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """The same 8 steps on 1 device, 8 devices, and 8 devices with FSDP."""
+  out = {}
+  for name, overrides in [('one', dict(num_devices=1)), ('dp', dict(num_devices=8)),
+                          ('fsdp', dict(num_devices=8, fsdp=True))]:
+    workdir = str(tmp_path_factory.mktemp(name))
+    out[name] = (workdir, train.train_and_evaluate(load(**overrides), workdir))
+  return out
+
+
+def test_result_json(runs):
+  workdir, result = runs['one']
+  with open(os.path.join(workdir, 'result.json')) as f:
+    saved = json.load(f)
+  for key in ('config', 'params', 'size_mib', 'steps', 'final_train_loss', 'top1', 'top5',
+              'train_img_s', 'wall_s', 'versions', 'device_kind', 'device_count', 'git_commit'):
+    assert key in saved, key
+  assert saved['steps'] == 8 and saved['device_count'] == jax.device_count()
+  assert 0 <= saved['top1'] <= saved['top5'] <= 1
+  assert saved['params'] == sum(x.size for x in jax.tree.leaves(final_params(workdir)))
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+  assert len(losses(workdir)) == 4  # log_every=2
+
+
+def test_same_losses_on_8_devices_data_parallel_and_fsdp(runs):
+  one = losses(runs['one'][0])
+  np.testing.assert_allclose(losses(runs['dp'][0]), one, rtol=2e-5)
+  np.testing.assert_allclose(losses(runs['fsdp'][0]), one, rtol=2e-5)
+  assert runs['dp'][1]['top1'] == pytest.approx(runs['one'][1]['top1'], abs=1 / 300)
+
+
+def test_evaluation_is_exact(runs):
+  # 300 synthetic test images, eval batches of 48: the last batch is padded.
+  _, result = runs['dp']
+  assert result['eval_examples'] == 300
+  correct = result['top1'] * 300
+  assert abs(correct - round(correct)) < 1e-6
+
+
+def test_learns_something(tmp_path):
+  result = train.train_and_evaluate(
+      load(num_devices=2, total_steps=60, log_every=20, lr=0.01), str(tmp_path))
+  assert result['top1'] > 0.5, result['top1']  # 10 classes: chance is 0.1
+
+
+def test_resume_is_a_noop_when_done(runs, caplog):
+  workdir, first = runs['fsdp']
+  with caplog.at_level(logging.WARNING):
+    again = train.train_and_evaluate(load(num_devices=8, fsdp=True), workdir)
+  assert again['top1'] == first['top1'] and again['steps'] == 8
+
+
+def test_step_compiles_once(tmp_path, caplog):
+  jax.config.update('jax_log_compiles', True)
+  try:
+    with caplog.at_level(logging.WARNING, logger='jax'):
+      train.train_and_evaluate(load(num_devices=1, total_steps=6), str(tmp_path))
+  finally:
+    jax.config.update('jax_log_compiles', False)
+  compiles = [r for r in caplog.records if r.getMessage().startswith('Compiling jit(train_step)')]
+  assert len(compiles) == 1, len(compiles)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def _train_cmd(workdir, *overrides):
+  return [sys.executable, '-m', 'squeezejax', 'train', f'--config={CONFIG}:test',
+          f'--workdir={workdir}', *overrides]
+
+
+def test_two_processes_match_one(runs, tmp_path):
+  port = _free_port()
+  env = {**ENV, 'JAX_NUM_CPU_DEVICES': '2'}
+  procs = [subprocess.Popen(
+      _train_cmd(tmp_path, f'--config.coordinator_address=localhost:{port}',
+                 '--config.num_processes=2', f'--config.process_id={i}'),
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+  assert '4 x cpu over 2 process(es)' in outs[0]
+  np.testing.assert_allclose(losses(tmp_path), losses(runs['one'][0]), rtol=2e-5)
+  with open(tmp_path / 'result.json') as f:
+    assert json.load(f)['top1'] == pytest.approx(runs['one'][1]['top1'], abs=1 / 300)
+
+
+def test_sigkill_and_rerun_is_exact(tmp_path):
+  steps = ['--config.total_steps=40', '--config.checkpoint_every=4', '--config.log_every=4',
+           '--config.num_devices=1']
+  # The reference runs in a fresh process too: XLA's CPU code generation may differ
+  # in the last bits between a fresh process and this long-lived test process.
+  ref = subprocess.run(_train_cmd(tmp_path / 'ref', *steps), env=ENV, capture_output=True,
+                       text=True, timeout=300)
+  assert ref.returncode == 0, ref.stderr[-2000:]
+  with open(tmp_path / 'ref' / 'result.json') as f:
+    reference = json.load(f)
+  killed = tmp_path / 'killed'
+  proc = subprocess.Popen(_train_cmd(killed, *steps), env=ENV, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while not (killed / 'checkpoints' / '8').exists() and time.time() < deadline:
+    time.sleep(0.005)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (killed / 'result.json').exists(), 'the run finished before it was killed'
+  out = subprocess.run(_train_cmd(killed, *steps), env=ENV, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+  assert 'resumed from step' in out.stdout
+  with open(killed / 'result.json') as f:
+    resumed = json.load(f)
+  assert resumed['top1'] == reference['top1'] and resumed['top5'] == reference['top5']
+  assert resumed['final_train_loss'] == reference['final_train_loss']
+  assert losses(killed)[-1] == losses(tmp_path / 'ref')[-1]
+  jax.tree.map(np.testing.assert_array_equal, final_params(killed),
+               final_params(tmp_path / 'ref'))
+
+
+def test_sigterm_saves_and_exits(tmp_path):
+  proc = subprocess.Popen(_train_cmd(tmp_path, '--config.total_steps=100000',
+                                     '--config.checkpoint_every=100000', '--config.num_devices=1'),
+                          env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while time.time() < deadline and not (tmp_path / 'metrics.jsonl').exists():
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 143, err[-2000:]
+  assert 'preempted at step' in err
+  assert checkpoint.Checkpointer(str(tmp_path / 'checkpoints')).all_steps()
+
+
+@pytest.mark.parametrize('overrides,match', [
+    (dict(batch_size=30, num_devices=8), 'batch_size=30'),
+    (dict(optimizer='adam'), "optimizer='adam'"),
+    (dict(dataset='mnist_typo'), 'mnist_typo'),
+    (dict(accum_steps=5), 'accum_steps=5'),
+])
+def test_bad_config_values(tmp_path, overrides, match):
+  with pytest.raises(UserError, match=match):
+    train.train_and_evaluate(load(**overrides), str(tmp_path))
+
+
+def test_cli_errors_are_one_line(tmp_path):
+  unwritable = tmp_path / 'ro'
+  unwritable.mkdir()
+  unwritable.chmod(0o500)
+  cases = [
+      (['--config.no_such_key=1'], 'no_such_key'),
+      (['--config.batch_size=30', '--config.num_devices=8'], 'batch_size=30'),
+  ]
+  for extra, match in cases:
+    out = subprocess.run(_train_cmd(tmp_path / 'w', *extra), env=ENV, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 2 and match in out.stderr, out.stderr[-2000:]
+    assert 'Traceback' not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+  if os.geteuid() != 0:  # root can write anywhere
+    out = subprocess.run(_train_cmd(unwritable / 'w'), env=ENV, capture_output=True, text=True)
+    assert out.returncode == 2 and 'not writable' in out.stderr
