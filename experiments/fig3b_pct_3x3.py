@@ -10,9 +10,10 @@ the model larger without making it more accurate.
 
 Presets (the argument after the colon), as in fig3a_squeeze_ratio.py:
   quick  real Fashion-MNIST, small layout, base_e = incr_e = 32, 300 steps per
-         point, five points (1, 25, 50, 75, 99%): about 9 minutes on 2 CPU cores.
-         Expect a flat curve around 86-87% top-1: on 28 px images the 3x3 share
-         matters little at this budget.
+         point, five points (1, 25, 50, 75, 99%): about 10 minutes on 2 CPU cores
+         (by the measured per-point cost of fig3a's quick sweep; not run as a
+         whole). Expect top-1 in the 70-80% range with seed noise of several
+         points: use --seeds=3 to see a trend.
   cpu    Fashion-MNIST, base_e = incr_e = 64, 2 epochs per point, the paper's grid.
   paper  ImageNet, layout v1.0, the Caffe recipe (see fig3a_squeeze_ratio.py).
   test   synthetic data, a tiny network, two points.

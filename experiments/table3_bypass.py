@@ -13,8 +13,10 @@ complex bypass is 1.59M parameters, 6.1 MiB: see the README).
 
 Presets (the argument after the colon), as in fig3a_squeeze_ratio.py:
   quick  real Fashion-MNIST, small layout, base_e = incr_e = 32, 300 steps per
-         point: three points in about 5 minutes on 2 CPU cores; all three land
-         near 85-86% top-1 at this budget (one seed's noise is about 1%).
+         point: three points in about 6 minutes on 2 CPU cores (by the measured
+         per-point cost of fig3a's quick sweep; not run as a whole). At this
+         budget seed noise (several points of top-1) hides the bypass effect:
+         use --seeds=3 or the cpu preset.
   cpu    Fashion-MNIST, base_e = incr_e = 64, 2 epochs per point.
   paper  ImageNet, layout v1.0, the Caffe recipe (see fig3a_squeeze_ratio.py).
   test   synthetic data, a tiny network, two points (none, simple).

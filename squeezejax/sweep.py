@@ -28,13 +28,16 @@ points with the same shapes (seeds) compile once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
 import sys
 import time
 import traceback
@@ -59,6 +62,30 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 class SweepError(UserError):
   pass
+
+
+class SweepPreempted(Exception):
+  """SIGTERM: the sweep stops, the running point keeps its checkpoint; rerun to resume."""
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+  """SIGTERM raises SweepPreempted in the driver (the trainer installs its own handler)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  def handler(signum, frame):
+    raise SweepPreempted('SIGTERM')
+  previous = signal.signal(signal.SIGTERM, handler)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _is_preemption(error: BaseException) -> bool:
+  # train.Preempted, without importing the trainer (and JAX) into every driver.
+  return isinstance(error, SweepPreempted) or type(error).__name__ == 'Preempted'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,6 +291,22 @@ def run_point(config_arg: str, overrides: dict[str, Any], run_dir: str,
   return train.train_and_evaluate(config, run_dir)
 
 
+class RequeueablePoint:
+  """A submitit job function that SLURM can requeue on preemption or timeout.
+
+  submitit calls `checkpoint` when the job is about to be stopped and resubmits
+  what it returns: the same point, which the trainer resumes from its checkpoints.
+  """
+
+  def __call__(self, config_arg: str, overrides: dict[str, Any], run_dir: str,
+               cache_dir: str | None = None) -> dict[str, Any]:
+    return run_point(config_arg, overrides, run_dir, cache_dir)
+
+  def checkpoint(self, *args, **kwargs):
+    import submitit
+    return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
 def _submitit_distributed_overrides(port: int = 12355) -> dict[str, Any]:
   """In a multi-task submitit job: jax.distributed settings from the job environment."""
   try:
@@ -326,15 +369,22 @@ class Launch:
 
 def run_local(launch: Launch, points: list[Point], done: Done) -> None:
   """Sequential, in this process; compiled shapes are reused through the cache."""
+  main_thread = threading.current_thread() is threading.main_thread()
   for point in points:
+    handler = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
       result = run_point(launch.config_arg, launch.overrides(point), launch.run_dir(point),
                          launch.cache_dir)
-    except Exception as e:  # a failing point must not stop the sweep
+    except Exception as e:  # a failing point must not stop the sweep; a preemption must
+      if _is_preemption(e):
+        raise SweepPreempted(f'{point.name}: {e}') from e
       _write_error(launch.run_dir(point), traceback.format_exc())
       done(point, None, _one_line(e))
     else:
       done(point, result, None)
+    finally:
+      if main_thread:  # the trainer replaced the driver's SIGTERM handler
+        signal.signal(signal.SIGTERM, handler)
 
 
 def device_groups(parallel: int, devices_per_run: int = 0) -> list[dict[str, Any]]:
@@ -424,6 +474,8 @@ def run_processes(launch: Launch, points: list[Point], done: Done) -> None:
         log.close()
         del running[slot]
         free.append(slot)
+        if process.returncode in (143, -signal.SIGTERM):  # the child was preempted
+          raise SweepPreempted(f'{point.name}: its run was preempted (exit {process.returncode})')
         result = _load_result(launch.run_dir(point)) if process.returncode == 0 else None
         if result is not None:
           done(point, result, None)
@@ -475,7 +527,7 @@ def run_submitit(launch: Launch, points: list[Point], done: Done) -> None:
   for start in range(0, len(points), wave):
     batch = points[start:start + wave]
     with executor.batch():
-      jobs = [executor.submit(run_point, launch.config_arg, launch.overrides(p),
+      jobs = [executor.submit(RequeueablePoint(), launch.config_arg, launch.overrides(p),
                               launch.run_dir(p), launch.cache_dir) for p in batch]
     for point, job in zip(batch, jobs):
       try:
@@ -563,7 +615,8 @@ def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1,
       f'{len(pending)} to run with executor={executor}')
   start = time.time()
   if pending:
-    EXECUTOR_FUNCTIONS[executor](launch, pending, done)
+    with _stop_on_sigterm():
+      EXECUTOR_FUNCTIONS[executor](launch, pending, done)
   log(f'[sweep] finished in {time.time() - start:.0f} s; results in {results_path}')
   ordered = [records[p.name] for p in points if p.name in records]
   if report and writer:
@@ -576,7 +629,7 @@ def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1,
 def _config_or_none(config_arg: str, overrides: dict[str, Any]):
   try:
     return configs.load(config_arg, overrides)
-  except UserError:
+  except Exception:  # the failure is being recorded already; its config is optional
     return None
 
 
@@ -627,6 +680,16 @@ def main(argv: list[str]) -> int:
   if args.parallel < 1:
     raise SweepError(f'--parallel={args.parallel}: expected an integer >= 1')
   cache = None if args.compilation_cache == 'none' else args.compilation_cache
+  try:
+    _run_sweep_from_flags(args, overrides, cache)
+  except SweepPreempted as e:
+    print(f'squeezejax sweep: preempted ({e}); rerun the same command to resume',
+          file=sys.stderr)
+    return 143
+  return 0
+
+
+def _run_sweep_from_flags(args, overrides, cache) -> None:
   run_sweep(args.config, args.workdir, seeds=args.seeds, overrides=overrides,
             executor=args.executor, retry_failed=args.retry_failed,
             report=not args.no_report, cache_dir=cache, parallel=args.parallel,
@@ -634,4 +697,3 @@ def main(argv: list[str]) -> int:
             timeout_min=args.timeout_min, slurm_partition=args.slurm_partition,
             gpus_per_node=args.gpus_per_node, nodes=args.nodes,
             tasks_per_node=args.tasks_per_node)
-  return 0

@@ -96,3 +96,14 @@ def test_report_cli(tmp_path, capsys):
   write_results(tmp_path, 'squeeze_ratio', [0.125, 0.5])
   assert report.main([f'--workdir={tmp_path}']) == 0
   assert 'fig3a_squeeze_ratio.png' in capsys.readouterr().out
+
+
+def test_imagenet_sweep_overlays_the_paper_on_the_same_axes(tmp_path):
+  path = write_results(tmp_path, 'squeeze_ratio', [0.125, 0.75])
+  records = sweep.read_results(path)
+  for r in records:  # as an ImageNet v1.0 sweep would record them
+    r.update(dataset='imagenet2012', layout='v1.0')
+  sweep.rewrite_results(path, records)
+  (figure,) = [p for p in report.make_report(str(tmp_path)) if p.endswith('.png')]
+  height, width = matplotlib.image.imread(figure).shape[:2]
+  assert width < height  # one column: sweep and paper share the axes

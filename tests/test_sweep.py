@@ -8,7 +8,8 @@ every run after the first skip XLA compilation.
 
 import json
 import os
-import shutil
+import signal
+import time
 import textwrap
 
 import pytest
@@ -235,3 +236,18 @@ def test_cli(tmp_path):
     sweep.main([f'--config={FIG3A}:test', f'--workdir={tmp_path}', '--executor=ssh'])
   with pytest.raises(UserError, match='unknown config key'):
     sweep.main([f'--config={FIG3A}:test', f'--workdir={tmp_path}', '--config.nope=1'])
+
+
+def test_sigterm_stops_the_sweep_instead_of_failing_a_point(tmp_path):
+  """A preempted driver stops (exit 143, no 'failed' line); a rerun resumes the point."""
+  previous = signal.getsignal(signal.SIGTERM)
+  with pytest.raises(sweep.SweepPreempted):
+    with sweep._stop_on_sigterm():
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(5)  # the handler raises before this ends
+  assert signal.getsignal(signal.SIGTERM) == previous  # restored for whoever runs next
+
+  class Preempted(Exception):  # what the trainer raises on SIGTERM, by name
+    pass
+  assert sweep._is_preemption(Preempted('preempted at step 3'))
+  assert not sweep._is_preemption(ValueError('squeeze_ratio=0'))
