@@ -55,12 +55,19 @@ class Checkpointer:
     A damaged newest checkpoint (e.g. a kill mid-write on a filesystem without
     atomic renames) falls back to the one before it, with a warning.
     """
+    damaged = []
     for step in reversed(self.all_steps()):
       try:
-        return (step, *self.restore(step, abstract_params, abstract_opt_state))
+        restored = (step, *self.restore(step, abstract_params, abstract_opt_state))
       except Exception as e:  # pylint: disable=broad-except
         logging.warning('checkpoint %d in %s is unreadable (%s: %s); trying the '
-                        'previous one', step, self.directory, type(e).__name__, e)
+                        'previous one', step, self.directory, type(e).__name__,
+                        str(e).splitlines()[0][:200] if str(e) else '')
+        damaged.append(step)
+        continue
+      for bad in damaged:  # so that training can write these steps again
+        self.manager.delete(bad)
+      return restored
     return None
 
   def restore(self, step: int, abstract_params, abstract_opt_state=None):
@@ -105,6 +112,8 @@ def read_model_json(directory: str) -> tuple[spec_lib.SqueezeNetSpec, dict[str, 
 
 def save_model(directory: str, spec: spec_lib.SqueezeNetSpec, params, meta: dict[str, Any]) -> None:
   """Writes a model directory holding parameters only (e.g. converted weights)."""
+  if os.path.exists(os.path.join(directory, 'checkpoints')):
+    raise CheckpointError(f'{directory!r} already holds checkpoints: choose a new directory')
   write_model_json(directory, spec, meta)
   ckpt = Checkpointer(os.path.join(directory, 'checkpoints'), keep=1)
   ckpt.save(0, params, None, {'step': 0})

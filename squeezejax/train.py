@@ -12,6 +12,8 @@ checkpoint; the data order, augmentation and dropout are pure functions of
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -22,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -217,6 +219,49 @@ def prefetch(iterator, size: int = 2):
     yield item
 
 
+@dataclasses.dataclass
+class Input:
+  """What the loop needs from a dataset, whether held in memory or streamed."""
+  num_train: int
+  num_classes: int
+  class_names: tuple[str, ...]
+  channels: int
+  image_size: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  train_batches: Callable[[int], Iterator[dict[str, np.ndarray]]]  # from a start step
+  eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]
+
+
+def make_input(config) -> Input:
+  """Small datasets are held on the host (uint8, augmented on device); large ones
+  (imagenette, imagenet2012) are streamed with tf.data by each process."""
+  data_dir = config.data_dir or None
+  if data.is_in_memory(config.dataset):
+    size = config.image_size or None
+    train = data.load_arrays(config.dataset, config.train_split, data_dir=data_dir, image_size=size)
+    test = data.load_arrays(config.dataset, config.eval_split, data_dir=data_dir, image_size=size)
+    source = InMemoryInput(train, config.batch_size, config.seed)
+    return Input(len(train.labels), train.num_classes, train.class_names, train.images.shape[-1],
+                 config.image_size or train.images.shape[1], train.mean, train.std,
+                 source.batches, lambda: in_memory_eval_batches(test, config.eval_batch_size))
+  summary = data.describe(config.dataset, data_dir=data_dir)
+  if config.train_split not in summary.split_sizes:
+    raise data.DataError(f'train_split={config.train_split!r} is not a split of '
+                         f'{config.dataset}: expected one of {", ".join(summary.split_sizes)}')
+  image_size = data.resolve_image_size(config.dataset, config.image_size or None, config.augment)
+  where = dict(data_dir=data_dir, image_size=image_size, process_index=jax.process_index(),
+               process_count=jax.process_count())
+  return Input(
+      summary.split_sizes[config.train_split], summary.num_classes, summary.class_names,
+      summary.channels, image_size, summary.mean, summary.std,
+      lambda start: data.train_stream(config.dataset, config.train_split,
+                                      global_batch=config.batch_size, augment=config.augment,
+                                      seed=config.seed, start_step=start, **where),
+      lambda: data.eval_stream(config.dataset, config.eval_split,
+                               global_batch=config.eval_batch_size, **where)[1])
+
+
 # ===================================================================================
 # Model and optimizer
 # ===================================================================================
@@ -354,21 +399,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       + (f', {config.batch_size // config.accum_steps} per micro-batch' if config.accum_steps > 1 else ''))
 
   # -- input --------------------------------------------------------------------------
-  data_dir = config.data_dir or None
-  if not data.is_in_memory(config.dataset):
-    raise UserError(f'dataset={config.dataset!r}: streaming datasets are not wired into '
-                    'the trainer yet; use fashion_mnist, cifar10, synthetic or folder:PATH')
-  train_data = data.load_arrays(config.dataset, config.train_split, data_dir=data_dir,
-                                image_size=config.image_size or None)
-  eval_data = data.load_arrays(config.dataset, config.eval_split, data_dir=data_dir,
-                               image_size=config.image_size or None)
-  image_size = config.image_size or train_data.images.shape[1]
-  image_info = (config.augment, image_size, train_data.mean, train_data.std)
-  steps = total_steps(config, len(train_data.labels))
-  train_input = InMemoryInput(train_data, config.batch_size, config.seed)
+  source = make_input(config)
+  image_size = source.image_size
+  image_info = (config.augment, image_size, source.mean, source.std)
+  steps = total_steps(config, source.num_train)
+  steps_per_epoch = source.num_train // config.batch_size
 
   # -- model and optimizer ------------------------------------------------------------
-  spec = make_spec(config, train_data.num_classes, train_data.images.shape[-1])
+  spec = make_spec(config, source.num_classes, source.channels)
   spec.check_image_size(image_size)
   cost = spec.cost(image_size)
   dtype = DTYPES[config.dtype]
@@ -378,7 +416,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   tx = make_optimizer(config, schedule, abstract_params)
   say(f'model: {spec.layout} {cost["params"]:,} parameters ({cost["size_mib"]:.2f} MiB), '
       f'{cost["macs"] / 1e6:.1f} MMACs at {image_size}px; {steps} steps '
-      f'({steps / train_input.steps_per_epoch:.2f} epochs)')
+      f'({steps / steps_per_epoch:.2f} epochs)')
 
   # -- state, created directly in its shardings -----------------------------------------
   def init_state():
@@ -408,9 +446,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if config.init_from:
       state = _init_from(config.init_from, state, abstract_state, tx, shardings)
   checkpoint_lib.write_model_json(workdir, spec, {
-      'preprocessing': {'kind': 'dataset', 'mean': list(train_data.mean),
-                        'std': list(train_data.std), 'image_size': image_size},
-      'class_names': list(train_data.class_names), 'dataset': config.dataset})
+      'preprocessing': {'kind': 'dataset', 'mean': list(source.mean),
+                        'std': list(source.std), 'image_size': image_size},
+      'class_names': list(source.class_names), 'dataset': config.dataset})
 
   # -- compiled functions ---------------------------------------------------------------
   batch_shardings = parallel.batch_sharding(mesh)
@@ -422,19 +460,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                       in_shardings=(shardings['params'], batch_shardings),
                       out_shardings=parallel.replicated(mesh))
   run_eval = lambda params: evaluate(
-      eval_step, params, in_memory_eval_batches(eval_data, config.eval_batch_size), mesh)
+      eval_step, params, source.eval_batches(), mesh)
 
   # -- loop -----------------------------------------------------------------------------
   writer = MetricWriter(workdir)
-  preempted = _install_sigterm_handler()
   stall_warned = False
   last_metrics: dict[str, float] = {}
   img_s_history = []
   t_window, step_window = time.time(), start_step
   sums = None
-  batches = prefetch(train_input.batches(start_step))
+  batches = prefetch(source.train_batches(start_step))
   step = start_step
-  with jax.set_mesh(mesh):
+  with jax.set_mesh(mesh), _sigterm_sets_event() as preempted:
     for step in range(start_step + 1, steps + 1):
       batch = parallel.global_batch(mesh, next(batches))
       state, metrics = train_step(state, batch)
@@ -534,11 +571,18 @@ def _warn_if_stalled(loss, num_classes, step, steps, warned) -> bool:
   return warned
 
 
-def _install_sigterm_handler() -> threading.Event:
+@contextlib.contextmanager
+def _sigterm_sets_event():
+  """SIGTERM (preemption) sets an event the loop checks; the old handler is restored."""
   event = threading.Event()
-  if threading.current_thread() is threading.main_thread():
-    signal.signal(signal.SIGTERM, lambda *_: event.set())
-  return event
+  if threading.current_thread() is not threading.main_thread():
+    yield event
+    return
+  previous = signal.signal(signal.SIGTERM, lambda *_: event.set())
+  try:
+    yield event
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 def _check_workdir(workdir: str) -> None:
@@ -601,19 +645,14 @@ def eval_main(argv: list[str]) -> int:
   config = configs.load(args.config, overrides)
   if not os.path.isdir(os.path.join(args.workdir, 'checkpoints')):
     raise UserError(f'workdir={args.workdir!r} has no checkpoints to evaluate')
-  with config.unlocked():  # training is already complete: reuse the loop's eval path
-    config.total_steps, config.num_epochs = 1, 0.0
-  spec, params, meta = checkpoint_lib.load_model(args.workdir)
-  eval_data = data.load_arrays(config.dataset, config.eval_split, data_dir=config.data_dir or None,
-                               image_size=config.image_size or None)
-  pre = meta['preprocessing']
-  image_info = (config.augment, pre['image_size'], tuple(pre['mean']), tuple(pre['std']))
+  spec, params, _ = checkpoint_lib.load_model(args.workdir)
+  source = make_input(config)
+  image_info = (config.augment, source.image_size, source.mean, source.std)
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(spec)))
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_batch(mesh, config.eval_batch_size, 'eval_batch_size')
   eval_step = jax.jit(make_eval_step(graphdef, image_info))
   with jax.set_mesh(mesh):
-    metrics = evaluate(eval_step, params, in_memory_eval_batches(eval_data, config.eval_batch_size),
-                       mesh)
+    metrics = evaluate(eval_step, params, source.eval_batches(), mesh)
   print(json.dumps(metrics))
   return 0
