@@ -22,6 +22,20 @@ def _kernel_init(init: str):
   return nnx.initializers.he_uniform()  # torchvision: kaiming_uniform_(a=0).
 
 
+@jax.custom_jvp
+def _max_first(a: jax.Array, b: jax.Array) -> jax.Array:
+  """jnp.maximum whose gradient goes to `a` on ties (jnp.maximum splits it in half)."""
+  return jnp.maximum(a, b)
+
+
+@_max_first.defjvp
+def _max_first_jvp(primals, tangents):
+  (a, b), (da, db) = primals, tangents
+  # One compare and a select: the tie-splitting of jnp.maximum costs two
+  # compares, selects and a division per element in the backward pass.
+  return jnp.maximum(a, b), jnp.where(a >= b, da, db)
+
+
 def max_pool_ceil(x: jax.Array, kernel: int = 3, stride: int = 2) -> jax.Array:
   """Unpadded max pool that rounds its output size up (Caffe, torchvision ceil_mode).
 
@@ -29,18 +43,17 @@ def max_pool_ceil(x: jax.Array, kernel: int = 3, stride: int = 2) -> jax.Array:
   `lax.reduce_window`: the forward values are identical, and the gradient is a
   few fused elementwise ops instead of XLA:CPU's select-and-scatter expansion
   (an argmax reduce-window plus a scatter), the largest cost of the CPU train
-  step before this change (docs/performance.md). On exact ties between
-  window elements the gradient is shared instead of going to one of them; after
-  a ReLU such ties are zeros, whose gradient the ReLU drops anyway.
+  step before this change (docs/performance.md). On exact ties the gradient
+  goes to one of the tied elements, as in Caffe and PyTorch.
   """
   h, w = x.shape[1:3]
   oh, ow = spec_lib.pool_output_size(h, kernel, stride), spec_lib.pool_output_size(w, kernel, stride)
   pad_h, pad_w = (oh - 1) * stride + kernel - h, (ow - 1) * stride + kernel - w
   x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), constant_values=-jnp.inf)
   rows = [x[:, i:i + (oh - 1) * stride + 1:stride] for i in range(kernel)]
-  x = functools.reduce(jnp.maximum, rows)
+  x = functools.reduce(_max_first, rows)
   cols = [x[:, :, j:j + (ow - 1) * stride + 1:stride] for j in range(kernel)]
-  return functools.reduce(jnp.maximum, cols)
+  return functools.reduce(_max_first, cols)
 
 
 def pointwise(layer: nnx.Conv, x: jax.Array) -> jax.Array:
@@ -54,6 +67,15 @@ def pointwise(layer: nnx.Conv, x: jax.Array) -> jax.Array:
   x, kernel, bias = layer.promote_dtype((x, layer.kernel[...], bias), dtype=layer.dtype)
   y = jnp.einsum('...c,co->...o', x, kernel[0, 0], precision=layer.precision)
   return y if bias is None else y + bias
+
+
+def conv_without_bias(layer: nnx.Conv, x: jax.Array) -> jax.Array:
+  """`layer(x)` minus its bias (NHWC, HWIO), for adding the bias after a pool."""
+  x, kernel = layer.promote_dtype((x, layer.kernel[...]), dtype=layer.dtype)
+  strides = layer.strides if isinstance(layer.strides, (tuple, list)) else (layer.strides,) * 2
+  return jax.lax.conv_general_dilated(
+      x, kernel, tuple(strides), tuple(map(tuple, layer.padding)),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=layer.precision)
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
@@ -121,8 +143,12 @@ class SqueezeNet(nnx.Module):
 
   def __call__(self, x: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
     """Logits (float32) for NHWC images; dropout is active only given a key."""
-    x = nnx.relu(self.conv1(x))
-    x = max_pool_ceil(x)
+    # pool(relu(conv1(x) + bias)) == relu(pool(conv1(x)) + bias) exactly (max
+    # commutes with a per-channel constant and with ReLU; rounding is monotone).
+    # Pooling first does the bias, the ReLU and their gradients on a 4x smaller
+    # tensor: conv1's output is the largest activation of the network.
+    x = max_pool_ceil(conv_without_bias(self.conv1, x))
+    x = nnx.relu(x + self.conv1.bias[...].astype(x.dtype))
     for i, fire in enumerate(self.fires):
       x = fire(x)
       if i in self.spec.pool_after:

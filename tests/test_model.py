@@ -54,9 +54,10 @@ def reference_forward(spec, params, x):
 
 
 CASES = [
-    ('small', dict(layout='small', bypass='complex'), 19),  # odd size: ceil pools pad
-    ('v1.0', dict(layout='v1.0', bypass='simple', conv10_relu=False), 51),
-    ('v1.1 pct_3x3=1', dict(layout='v1.1', pct_3x3=1.0), 35),  # no expand1x1 branch
+    ('small complex', dict(layout='small', bypass='complex'), 19),  # odd: ceil pools pad
+    # conv1 7x7/2, pooled simple bypasses, no expand1x1 branch, no ReLU head.
+    ('v1.0 simple pct_3x3=1', dict(layout='v1.0', bypass='simple', pct_3x3=1.0,
+                                   conv10_relu=False), 51),
 ]
 
 

@@ -1,0 +1,90 @@
+"""The benchmark harness on a tiny config: it runs, writes its JSON schema, gives positive
+numbers, and its PyTorch model is the same network as the JAX one. No timing assertions."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from squeezejax import bench, cli
+from squeezejax import model as model_lib
+from squeezejax import spec as spec_lib
+from squeezejax.errors import UserError
+
+TINY = ['--model=squeezenet_small', '--image_size=16', '--batch_size=8', '--spec.base_e=16',
+        '--spec.incr_e=16', '--windows=2', '--steps=1', '--peak_size=64']
+
+
+@pytest.fixture(scope='module')
+def report(tmp_path_factory):
+  path = tmp_path_factory.mktemp('bench') / 'bench.json'
+  assert bench.main([*TINY, '--compare=torch', f'--json={path}']) == 0
+  return json.loads(path.read_text())
+
+
+def test_json_schema_and_positive_numbers(report):
+  (result,) = report['results']
+  assert result['model'] == 'squeezenet_small'
+  assert (result['image_size'], result['batch_size'], result['dtype']) == (16, 8, 'float32')
+  assert result['devices'] == jax.device_count()  # every (fake) device of the test process
+  assert result['spec']['base_e'] == 16
+  for key in ('squeezejax_img_s', 'torch_img_s', 'ratio', 'eval_img_s', 'input_img_s',
+              'compile_train_s', 'compile_eval_s', 'train_gflops', 'peak_matmul_gflops', 'mfu'):
+    assert isinstance(result[key], float) and result[key] > 0, key
+  assert len(result['train_img_s_windows']) == 2 and len(result['torch_img_s_windows']) == 2
+  assert report['peak_matmul_gflops'] == result['peak_matmul_gflops']
+  assert report['environment']['torch'] == torch.__version__
+
+
+def random_params(spec):
+  """(graphdef, pure-dict params) without running the initialisers op by op."""
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: model_lib.create(spec)), nnx.Param)
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda a: (0.3 * rng.standard_normal(a.shape)).astype(np.float32),
+                        nnx.to_pure_dict(abstract))
+  return graphdef, params
+
+
+def test_torch_module_is_the_same_network():
+  spec = spec_lib.preset('squeezenet_small', base_e=16, incr_e=16, bypass='complex',
+                         conv10_relu=False)
+  graphdef, params = random_params(spec)
+  module = bench.torch_module(spec, params).eval()
+  images = np.random.default_rng(0).standard_normal((4, 17, 17, 3), np.float32)
+  with torch.no_grad():
+    torch_logits = module(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+  jax_logits = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))(params, images)
+  np.testing.assert_allclose(torch_logits, jax_logits, rtol=1e-4, atol=1e-5)
+
+
+def test_torchvision_presets_use_the_reference_module():
+  from squeezejax import torch_reference
+  spec = spec_lib.preset('squeezenet1_1', num_classes=10)
+  _, params = random_params(spec)
+  module = bench.torch_module(spec, params)
+  assert isinstance(module, torch_reference.SqueezeNet)
+  np.testing.assert_array_equal(module.features[0].weight.detach().numpy(),
+                                np.transpose(params['conv1']['kernel'], (3, 2, 0, 1)))
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--model=squeezenet9'], 'model='),
+    (['--model=squeezenet_small', '--image_size=4'], 'image_size=4'),
+    (['--image_size=64'], 'need --model'),
+    (['--model=squeezenet_small', '--compare=torch', '--dtype=bfloat16'], 'float32'),
+    (['--model=squeezenet_small', '--spec.sqeeze_ratio=0.5'], 'sqeeze_ratio'),
+    (['--model=squeezenet_small', '--batch_size=12'], 'batch_size=12'),  # 8 devices
+    (['--compare=tensorflow'], 'compare'),
+])
+def test_user_errors_are_one_line(argv, message):
+  with pytest.raises(UserError, match=message) as info:
+    bench.main(argv)
+  assert '\n' not in str(info.value)
+
+
+def test_cli_dispatches_bench(capsys):
+  assert cli.main(['bench', '--model=squeezenet9']) == 2
+  assert 'squeezejax bench: error' in capsys.readouterr().err
