@@ -3,6 +3,10 @@
 Inputs are NHWC. Every channel count comes from the spec. Parameters are float32;
 `dtype` sets the compute dtype (e.g. jnp.bfloat16 on accelerators). Dropout takes
 an explicit key so that the training step stays a pure function of pytrees.
+
+For speed on CPU (docs/performance.md) 1x1 convolutions run as matmuls, max pools
+as maxima of strided slices, and conv1 is pooled before its bias and ReLU; the
+outputs equal the textbook formulation (tests/test_model.py).
 """
 
 from __future__ import annotations
