@@ -23,12 +23,18 @@ def get_config(arg: str = 'quick') -> ml_collections.ConfigDict:
   c.schedule = 'cosine'
   c.weight_decay = 5e-4
   if arg == 'quick':
+    # Half width; no dropout or augmentation and He init for a fast start: the
+    # paper's regularisation (dropout 0.5, crops) left this short run at 86%.
     c.spec.base_e = c.spec.incr_e = 64
-    c.lr = 2e-3
-    c.warmup_steps = 100
-    c.num_epochs = 6.0
+    c.spec.dropout_rate = 0.0
+    c.spec.init = 'torchvision'
+    c.augment = 'none'
+    c.lr = 5e-3
+    c.warmup_steps = 200
+    c.num_epochs = 10.0
     c.batch_size = 128
     c.checkpoint_every = 500
+    c.eval_every = 1000
   elif arg == 'cpu':
     c.lr = 2e-3
     c.warmup_steps = 200

@@ -9,7 +9,7 @@ filters (13MB, the same network as SR 0.5 in Figure 3(a)); more 3x3 filters make
 the model larger without making it more accurate.
 
 Presets (the argument after the colon), as in fig3a_squeeze_ratio.py:
-  quick  real Fashion-MNIST, small layout, base_e = incr_e = 32, 300 steps per
+  quick  real Fashion-MNIST, small layout, base_e = incr_e = 32, 800 steps per
          point, five points (1, 25, 50, 75, 99%): about 10 minutes on 2 CPU cores
          (by the measured per-point cost of fig3a's quick sweep; not run as a
          whole). Expect top-1 in the 70-80% range with seed noise of several

@@ -41,7 +41,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from squeezejax import flags, parallel
+from squeezejax import configs, flags, parallel
 from squeezejax import model as model_lib
 from squeezejax import spec as spec_lib
 from squeezejax.errors import UserError
@@ -113,10 +113,11 @@ def matmul_peak_gflops(mesh, size: int = 2048, reps: int = 4, windows: int = 3) 
 
 
 def optimizer_config() -> ml_collections.ConfigDict:
-  """The trainer's optimizer fields for plain SGD with momentum and weight decay."""
-  return ml_collections.ConfigDict(dict(
-      optimizer='sgd', momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, grad_clip=0.0,
-      freeze_backbone=False, seed=0, accum_steps=1))
+  """The trainer's config with plain SGD with momentum and weight decay."""
+  config = configs.base_config()
+  config.update(dict(optimizer='sgd', momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
+                     grad_clip=0.0, freeze_backbone=False, seed=0, accum_steps=1))
+  return config
 
 
 class JaxCase:

@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.weight_decay = 2e-4
   c.grad_clip = 0.0  # global norm; 0 = off
   c.seed = 0
+  # Train seeds seed .. seed+num_seeds-1 together in one vmapped step (same data
+  # order; own init, augmentation and dropout): many small runs for one compile.
+  c.num_seeds = 1
   # Sharding: data parallel over all devices; fsdp also shards parameters and
   # optimizer state over the same 'data' axis.
   c.fsdp = False

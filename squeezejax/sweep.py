@@ -555,7 +555,7 @@ EXECUTOR_FUNCTIONS = {'local': run_local, 'processes': run_processes,
 # -- the sweep ---------------------------------------------------------------------
 
 
-def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1,
+def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1, vmap_seeds: bool = False,
               overrides: dict[str, Any] | None = None, executor: str = 'local',
               retry_failed: bool = False, report: bool = True,
               cache_dir: str | None = '', log: Callable[[str], None] = print,
@@ -572,7 +572,12 @@ def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1,
   config_arg = os.path.abspath(path) + (f':{arg}' if arg else '')  # jobs run elsewhere
   workdir = os.path.abspath(workdir)
   base = configs.load(config_arg, overrides)
-  points = expand(load_grid(config_arg), seeds, base.seed)
+  if vmap_seeds and seeds > 1:  # one run per grid point trains all its seeds at once
+    points = [Point(f'{p.name}-{p.overrides["seed"] + seeds - 1}',  # `...,seed=0-2`
+                    {**p.overrides, 'num_seeds': seeds})
+              for p in expand(load_grid(config_arg), 1, base.seed)]
+  else:
+    points = expand(load_grid(config_arg), seeds, base.seed)
   check_points(config_arg, overrides, points)
   writer = base.process_id == 0
   results_path = os.path.join(workdir, RESULTS)
@@ -589,6 +594,14 @@ def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1,
     rewrite_results(results_path, list(records.values()))
 
   def done(point: Point, result: dict | None, error: str | None) -> None:
+    if result is not None and 'per_seed' in result:  # vmapped seeds: a line per seed
+      for entry, name in zip(result['per_seed'], record_names(point)):
+        record = {**ok_record(point, {**result, **entry}), 'name': name, 'seed': entry['seed']}
+        log(f'[sweep] {name}: top1 {record["top1"]:.4f} top5 {record["top5"]:.4f}')
+        records[name] = record
+        if writer:
+          append_result(results_path, record)
+      return
     if result is not None:
       record = ok_record(point, result)
       log(f'[sweep] {point.name}: top1 {record["top1"]:.4f} top5 {record["top5"]:.4f} '
@@ -604,8 +617,8 @@ def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1,
   launch = Launch(config_arg, overrides, workdir, cache_dir, **launch_options)
   pending = []
   for point in points:
-    if point.name in records:
-      continue
+    if point.name in records or all(name in records for name in record_names(point)):
+      continue  # done (or failed: --retry_failed reruns those)
     result = _load_result(launch.run_dir(point))
     if result is not None:  # finished, but killed before its line was written
       done(point, result, None)
@@ -618,12 +631,20 @@ def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1,
     with _stop_on_sigterm():
       EXECUTOR_FUNCTIONS[executor](launch, pending, done)
   log(f'[sweep] finished in {time.time() - start:.0f} s; results in {results_path}')
-  ordered = [records[p.name] for p in points if p.name in records]
+  ordered = [records[n] for p in points for n in record_names(p) if n in records]
   if report and writer:
     from squeezejax import report as report_lib  # report imports this module
     for path in report_lib.make_report(workdir):
       log(f'[sweep] wrote {path}')
   return ordered
+
+
+def record_names(point: Point) -> list[str]:
+  """The results.jsonl names a point produces: its own, or one per vmapped seed."""
+  n = point.overrides.get('num_seeds', 1)
+  if n == 1:
+    return [point.name]
+  return [f'{point.name}/{point.overrides["seed"] + k}' for k in range(n)]
 
 
 def _config_or_none(config_arg: str, overrides: dict[str, Any]):
@@ -660,6 +681,8 @@ def main(argv: list[str]) -> int:
   parser.add_argument('--config', required=True, help='experiments/FILE.py:PRESET')
   parser.add_argument('--workdir', required=True, help='sweep directory (one run dir per point)')
   parser.add_argument('--seeds', type=int, default=1, help='seeds per grid point')
+  parser.add_argument('--vmap_seeds', action='store_true',
+                      help='train the seeds of a point together in one vmapped step')
   parser.add_argument('--executor', choices=EXECUTORS, default='local')
   parser.add_argument('--parallel', type=int, default=1,
                       help='concurrent runs (processes, submitit)')
@@ -690,7 +713,8 @@ def main(argv: list[str]) -> int:
 
 
 def _run_sweep_from_flags(args, overrides, cache) -> None:
-  run_sweep(args.config, args.workdir, seeds=args.seeds, overrides=overrides,
+  run_sweep(args.config, args.workdir, seeds=args.seeds, vmap_seeds=args.vmap_seeds,
+            overrides=overrides,
             executor=args.executor, retry_failed=args.retry_failed,
             report=not args.no_report, cache_dir=cache, parallel=args.parallel,
             devices_per_run=args.devices_per_run, cluster=args.cluster,

@@ -81,6 +81,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for key in ('log_every', 'checkpoint_every', 'keep_checkpoints'):
     if config[key] < 1:
       bad(key, 'an integer >= 1')
+  if config.num_seeds < 1 or (config.num_seeds > 1 and config.init_from):
+    bad('num_seeds', 'an integer >= 1 (1 when fine-tuning with init_from)')
   if config.eval_every < 0:
     bad('eval_every', 'an integer >= 0 (0 = only at the end)')
 
@@ -129,7 +131,15 @@ class MetricWriter:
       f.write(json.dumps({'step': step, **metrics}) + '\n')
     if self.tensorboard is not None:
       for k, v in metrics.items():
-        self.tensorboard.scalar(k, v, step)
+        if isinstance(v, dict):  # per-seed lists
+          for name, values in v.items():
+            for i, x in enumerate(values):
+              self.tensorboard.scalar(f'{name}/seed_{i}', x, step)
+        elif isinstance(v, list):
+          for i, x in enumerate(v):
+            self.tensorboard.scalar(f'{k}/seed_{i}', x, step)
+        else:
+          self.tensorboard.scalar(k, v, step)
       self.tensorboard.flush()
 
   def close(self):
@@ -303,8 +313,12 @@ def make_optimizer(config, schedule, abstract_params) -> optax.GradientTransform
 
 
 def make_train_step(graphdef, tx, spec: spec_lib.SqueezeNetSpec, config, image_info):
-  """(state, batch) -> (state, metrics); batch images are uint8 (augmented here) or float."""
-  base_key = jax.random.key(config.seed)
+  """(state, batch) -> (state, metrics); batch images are uint8 (augmented here) or float.
+
+  With config.num_seeds > 1 the state holds that many networks (a leading seed
+  axis), initialised from seeds seed, seed+1, ...: one vmapped step trains them
+  all on the same batches, each with its own augmentation and dropout.
+  """
   accum = config.accum_steps
   kind, image_size, mean, std = image_info
 
@@ -315,38 +329,48 @@ def make_train_step(graphdef, tx, spec: spec_lib.SqueezeNetSpec, config, image_i
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def train_step(state, batch):
-    key = jax.random.fold_in(base_key, state['step'])
+  def update(params, opt_state, step, batch, seed):
+    key = jax.random.fold_in(jax.random.key(seed), step)
     augment_key, dropout_key = jax.random.split(key)
     images, labels = batch['image'], batch['label']
     if images.dtype == jnp.uint8:
       images = data.augment(images, augment_key, kind=kind, image_size=image_size,
                             mean=mean, std=std)
     if accum == 1:
-      (loss, top1), grads = grad_fn(state['params'], images, labels, dropout_key)
+      (loss, top1), grads = grad_fn(params, images, labels, dropout_key)
     else:
       # Micro-batch j is rows j, j + accum, ...: each device keeps its own rows.
       split = lambda x: jnp.swapaxes(x.reshape(-1, accum, *x.shape[1:]), 0, 1)
 
       def micro(carry, xs):
         imgs, lbls, j = xs
-        (l, a), g = grad_fn(state['params'], imgs, lbls, jax.random.fold_in(dropout_key, j))
+        (l, a), g = grad_fn(params, imgs, lbls, jax.random.fold_in(dropout_key, j))
         return jax.tree.map(jnp.add, carry, (l, a, g)), None
 
-      zeros = (0.0, 0.0, jax.tree.map(jnp.zeros_like, state['params']))
+      zeros = (0.0, 0.0, jax.tree.map(jnp.zeros_like, params))
       (loss, top1, grads), _ = jax.lax.scan(
           micro, zeros, (split(images), split(labels), jnp.arange(accum)))
       loss, top1, grads = jax.tree.map(lambda x: x / accum, (loss, top1, grads))
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
-    metrics = {'loss': loss, 'top1': top1, 'grad_norm': optax.tree.norm(grads)}
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, {'loss': loss, 'top1': top1, 'grad_norm': optax.tree.norm(grads)}
+
+  def train_step(state, batch):
+    if config.num_seeds == 1:
+      params, opt_state, metrics = update(
+          state['params'], state['opt_state'], state['step'], batch, config.seed)
+    else:
+      seeds = config.seed + jnp.arange(config.num_seeds)
+      params, opt_state, metrics = jax.vmap(update, in_axes=(0, 0, None, None, 0))(
+          state['params'], state['opt_state'], state['step'], batch, seeds)
     return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1}, metrics
 
   return train_step
 
 
-def make_eval_step(graphdef, image_info):
-  """(params, batch) -> sums of (loss, correct top-1, correct top-5, count) over valid rows."""
+def make_eval_step(graphdef, image_info, num_seeds: int = 1):
+  """(params, batch) -> sums of (loss, correct top-1, correct top-5, count) over valid rows
+  (per seed, vmapped, when the parameters carry a seed axis)."""
   _, image_size, mean, std = image_info
 
   def eval_step(params, batch):
@@ -361,7 +385,7 @@ def make_eval_step(graphdef, image_info):
     return {'loss': (loss * mask).sum(), 'top1': ((logits.argmax(-1) == labels) * mask).sum(),
             'top5': (top5 * mask).sum(), 'count': mask.sum()}
 
-  return eval_step
+  return eval_step if num_seeds == 1 else jax.vmap(eval_step, in_axes=(0, None))
 
 
 def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
@@ -370,10 +394,14 @@ def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
   for batch in batches:
     sums = eval_step(params, parallel.global_batch(mesh, batch))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = float(totals['count'])
-  return {'eval_loss': float(totals['loss']) / count, 'top1': float(totals['top1']) / count,
-          'top5': float(totals['top5']) / count, 'eval_examples': int(count)}
+  totals = jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(totals))
+  per_seed = {'eval_loss': totals['loss'] / totals['count'],
+              'top1': totals['top1'] / totals['count'], 'top5': totals['top5'] / totals['count']}
+  metrics = {k: float(np.mean(v)) for k, v in per_seed.items()}
+  metrics['eval_examples'] = int(np.ravel(totals['count'])[0])
+  if np.ndim(totals['count']):  # several seeds: means above, each seed here
+    metrics['per_seed'] = {k: v.tolist() for k, v in per_seed.items()}
+  return metrics
 
 
 # ===================================================================================
@@ -419,9 +447,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       f'({steps / steps_per_epoch:.2f} epochs)')
 
   # -- state, created directly in its shardings -----------------------------------------
+  def init_one(seed):
+    params = nnx.to_pure_dict(nnx.state(model_lib.create(spec, seed=seed), nnx.Param))
+    return params, tx.init(params)
+
   def init_state():
-    params = nnx.to_pure_dict(nnx.state(model_lib.create(spec, seed=config.seed), nnx.Param))
-    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.int32(0)}
+    if config.num_seeds == 1:
+      params, opt_state = init_one(config.seed)
+    else:
+      keys = jax.vmap(jax.random.key)(config.seed + jnp.arange(config.num_seeds))
+      params, opt_state = jax.vmap(init_one)(keys)
+    return {'params': params, 'opt_state': opt_state, 'step': jnp.int32(0)}
 
   abstract_state = jax.eval_shape(init_state)
   shardings = parallel.state_shardings(mesh, abstract_state, config.fsdp)
@@ -433,12 +469,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpointer = checkpoint_lib.Checkpointer(
       os.path.join(workdir, 'checkpoints'), keep=config.keep_checkpoints)
   restored = checkpointer.restore_latest(abstract_state['params'], abstract_state['opt_state'])
-  window = {'loss': 0.0, 'top1': 0.0, 'count': 0}
+  window = _empty_window(config.num_seeds)
   if restored is not None:
     start_step, params, opt_state, meta = restored
     state = {'params': params, 'opt_state': opt_state,
              'step': jax.device_put(jnp.int32(start_step), shardings['step'])}
-    window = meta.get('window', window)
+    if 'window' in meta:
+      window = _accumulate(window, meta['window'], meta['window']['count'])
     say(f'resumed from step {start_step} in {workdir}')
   else:
     start_step = 0
@@ -456,7 +493,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       make_train_step(graphdef, tx, spec, config, image_info),
       in_shardings=(shardings, batch_shardings),
       out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(graphdef, image_info),
+  eval_step = jax.jit(make_eval_step(graphdef, image_info, config.num_seeds),
                       in_shardings=(shardings['params'], batch_shardings),
                       out_shardings=parallel.replicated(mesh))
   run_eval = lambda params: evaluate(
@@ -478,42 +515,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
 
       if step % config.log_every == 0 or step == steps:
-        sums = jax.device_get(sums)  # the only host sync: once per log_every steps
-        window = {'loss': window['loss'] + float(sums['loss']),
-                  'top1': window['top1'] + float(sums['top1']),
-                  'count': window['count'] + step - step_window}
+        # The only host sync: once per log_every steps.
+        window = _accumulate(window, jax.device_get(sums), step - step_window)
         sums = None
         now = time.time()
         img_s = (step - step_window) * config.batch_size / (now - t_window)
         if step_window > start_step:  # the first window includes compilation
           img_s_history.append(img_s)
-        loss = window['loss'] / window['count']
-        if not math.isfinite(loss):
+        losses = window['loss'] / window['count']  # one per seed
+        loss = float(np.mean(losses))
+        if not np.isfinite(losses).all():
           raise Diverged(f'loss is {loss} at step {step} (lr={float(schedule(step)):.3g}): '
                          'lower --config.lr or set --config.grad_clip')
-        last_metrics = {'loss': loss, 'train_top1': window['top1'] / window['count'],
+        last_metrics = {'loss': loss, 'train_top1': float(np.mean(window['top1'])) / window['count'],
                         'lr': float(schedule(step)), 'img_s': img_s}
+        if config.num_seeds > 1:
+          last_metrics['loss_per_seed'] = losses.tolist()
         stall_warned = _warn_if_stalled(loss, spec.num_classes, step, steps, stall_warned)
         eta = (steps - step) * (now - t_window) / (step - step_window)
         say(f'step {step}/{steps} loss {loss:.4f} train_top1 {last_metrics["train_top1"]:.3f} '
             f'lr {last_metrics["lr"]:.3g} {img_s:,.0f} img/s ETA {format_duration(eta)}')
-        if config.eval_every and step % config.eval_every == 0 and step != steps:
-          last_metrics.update(run_eval(state['params']))
-          say(f'  eval top1 {last_metrics["top1"]:.4f} top5 {last_metrics["top5"]:.4f}')
         writer.write(step, last_metrics)
-        window = {'loss': 0.0, 'top1': 0.0, 'count': 0}
+        window = _empty_window(config.num_seeds)
         t_window, step_window = time.time(), step
 
+      if config.eval_every and step % config.eval_every == 0 and step != steps:
+        metrics_eval = run_eval(state['params'])
+        say(f'  eval at step {step}: top1 {metrics_eval["top1"]:.4f} '
+            f'top5 {metrics_eval["top5"]:.4f}')
+        writer.write(step, metrics_eval)
+        t_window = time.time()  # evaluation time is not training throughput
+
       if step % config.checkpoint_every == 0 or step == steps or preempted.is_set():
-        if sums is not None:  # keep the partial log window so resumes log identically
-          partial = jax.device_get(sums)
-          saved_window = {'loss': window['loss'] + float(partial['loss']),
-                          'top1': window['top1'] + float(partial['top1']),
-                          'count': window['count'] + step - step_window}
-        else:
-          saved_window = window
+        # Keep the partial log window so that a resumed run logs identically.
+        saved = window if sums is None else _accumulate(
+            window, jax.device_get(sums), step - step_window)
+        saved = {'loss': saved['loss'].tolist(), 'top1': saved['top1'].tolist(),
+                 'count': saved['count']}
         checkpointer.save(step, state['params'], state['opt_state'],
-                          {'step': step, 'seed': config.seed, 'window': saved_window})
+                          {'step': step, 'seed': config.seed, 'window': saved})
         if preempted.is_set():
           checkpointer.close()
           writer.close()
@@ -528,17 +568,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer.write(steps, final)
   writer.close()
 
+  per_seed = final.pop('per_seed', None)
   result = {
       'config': config.to_dict(), 'spec': spec.to_dict(), **cost,
       'steps': steps, 'final_train_loss': last_metrics.get('loss'), **final,
       'train_img_s': float(np.median(img_s_history)) if img_s_history else None,
       'wall_s': time.time() - t_start, **environment()}
+  if per_seed is not None:  # vmapped seeds: the means above, each seed here
+    result['per_seed'] = [
+        {'seed': config.seed + i, 'final_train_loss': last_metrics['loss_per_seed'][i],
+         **{k: v[i] for k, v in per_seed.items()}} for i in range(config.num_seeds)]
   if jax.process_index() == 0:
     path = os.path.join(workdir, 'result.json')
     with open(path + '.tmp', 'w') as f:
       json.dump(result, f, indent=1)
     os.replace(path + '.tmp', path)  # atomic: a reader sees all of it or nothing
   return result
+
+
+def _empty_window(num_seeds: int) -> dict[str, Any]:
+  return {'loss': np.zeros(num_seeds), 'top1': np.zeros(num_seeds), 'count': 0}
+
+
+def _accumulate(window, sums, count: int) -> dict[str, Any]:
+  """Adds per-seed loss/top-1 sums (device values or saved lists) to a log window."""
+  add = lambda key: window[key] + np.asarray(sums[key], np.float64).reshape(-1)
+  return {'loss': add('loss'), 'top1': add('top1'), 'count': window['count'] + count}
 
 
 def _init_from(directory, state, abstract_state, tx, shardings):

@@ -251,3 +251,21 @@ def test_sigterm_stops_the_sweep_instead_of_failing_a_point(tmp_path):
     pass
   assert sweep._is_preemption(Preempted('preempted at step 3'))
   assert not sweep._is_preemption(ValueError('squeeze_ratio=0'))
+
+
+def test_vmapped_seeds_write_a_line_per_seed(tmp_path, cache_dir):
+  """--vmap_seeds: one run trains both seeds in one vmapped step; two result lines."""
+  experiment = write_experiment(str(tmp_path), [{'spec.squeeze_ratio': 0.125}])
+  workdir = str(tmp_path / 'sweep')
+  records = sweep.run_sweep(f'{experiment}:test', workdir, seeds=2, vmap_seeds=True,
+                            cache_dir=cache_dir, log=lambda _: None, report=False)
+  assert [(r['name'], r['seed'], r['status']) for r in records] == [
+      ('squeeze_ratio=0.125,seed=0-1/0', 0, 'ok'), ('squeeze_ratio=0.125,seed=0-1/1', 1, 'ok')]
+  assert records[0]['top1'] is not None and records[0]['final_train_loss'] != \
+      records[1]['final_train_loss']
+  assert sorted(os.listdir(workdir)).count('squeeze_ratio=0.125,seed=0-1') == 1
+  logs = []
+  sweep.run_sweep(f'{experiment}:test', workdir, seeds=2, vmap_seeds=True,
+                  cache_dir=cache_dir, log=logs.append, report=False)
+  assert any('1 already done, 0 to run' in line for line in logs), logs
+  assert len(lines(workdir)) == 2

@@ -240,3 +240,15 @@ def test_damaged_latest_checkpoint_falls_back(runs, tmp_path, caplog):
   assert any('checkpoint 8' in r.getMessage() and 'unreadable' in r.getMessage()
              for r in caplog.records)
   assert result['top1'] == runs['dp'][1]['top1']  # steps 5..8 redone from checkpoint 4
+
+
+def test_vmapped_seeds_match_separate_runs(runs, tmp_path):
+  result = train.train_and_evaluate(load(num_devices=1, num_seeds=2), str(tmp_path))
+  first, second = result['per_seed']
+  assert (first['seed'], second['seed']) == (0, 1)
+  # Seed 0 of the vmapped pair is the single-seed run (same data order and keys).
+  one = runs['one'][1]
+  assert first['final_train_loss'] == pytest.approx(one['final_train_loss'], rel=1e-4)
+  assert first['top1'] == pytest.approx(one['top1'], abs=1.5 / 300)
+  assert second['final_train_loss'] != pytest.approx(first['final_train_loss'], rel=1e-4)
+  assert result['top1'] == pytest.approx((first['top1'] + second['top1']) / 2)
