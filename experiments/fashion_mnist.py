@@ -3,9 +3,10 @@ r"""SqueezeNet (small layout) on real Fashion-MNIST.
   squeezejax train --config=experiments/fashion_mnist.py:quick --workdir=runs/fmnist
 
 Presets (the argument after the colon):
-  quick  the README's training check: >= 90% top-1 on the 10,000 test images
-         within 15 minutes on 2 CPU cores (measured numbers in the README).
-  cpu    longer and better converged.
+  quick  half width, 10 epochs: measured 91.37% top-1 (99.91% top-5) on the
+         10,000 test images in 8 min 25 s on 2 quiet CPU cores (README).
+  cpu    full width, 20 epochs, the paper's dropout and crop/flip augmentation
+         (longer; not measured here).
   test   a few steps of a tiny network, for the test suite.
 
 Every field can be overridden: `--config.total_steps=100 --config.spec.squeeze_ratio=0.25`.

@@ -113,10 +113,18 @@ def total_steps(config, num_train_examples: int) -> int:
 class MetricWriter:
   """metrics.jsonl and TensorBoard events, written by process 0 only."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, start_step: int = 0):
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self.tensorboard = None
+    if self.enabled and os.path.exists(self.path):
+      # A resumed run redoes the steps after its checkpoint: drop their old lines so
+      # the file reads as if the run had never stopped.
+      with open(self.path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line)['step'] <= start_step]
+      with open(self.path + '.tmp', 'w') as f:
+        f.writelines(kept)
+      os.replace(self.path + '.tmp', self.path)
     if self.enabled:
       try:
         from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top
@@ -500,7 +508,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       eval_step, params, source.eval_batches(), mesh)
 
   # -- loop -----------------------------------------------------------------------------
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir, start_step)
   stall_warned = False
   last_metrics: dict[str, float] = {}
   img_s_history = []

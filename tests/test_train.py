@@ -161,7 +161,7 @@ def test_sigkill_and_rerun_is_exact(tmp_path):
     resumed = json.load(f)
   assert resumed['top1'] == reference['top1'] and resumed['top5'] == reference['top5']
   assert resumed['final_train_loss'] == reference['final_train_loss']
-  assert losses(killed)[-1] == losses(tmp_path / 'ref')[-1]
+  assert losses(killed) == losses(tmp_path / 'ref')  # old lines after the checkpoint dropped
   jax.tree.map(np.testing.assert_array_equal, final_params(killed),
                final_params(tmp_path / 'ref'))
 
