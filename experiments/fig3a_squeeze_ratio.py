@@ -9,12 +9,11 @@ rises from 80.3% at SR 0.125 (4.8MB) to a plateau of 86.0% at SR 0.75 (19MB);
 SR 1.0 (24MB) is larger and no better.
 
 Presets (the argument after the colon):
-  quick  real Fashion-MNIST, small layout, base_e = incr_e = 32, 300 steps (0.64
-         epoch) per point. Measured: the 5-point sweep took 573 s (100-137 s a
-         point) on 2 CPU cores shared with other jobs; top-1 67-80% (SR 0.125:
-         78.7%, 0.25: 80.2%, 0.5: 67.4%, 0.75: 79.5%, 1.0: 71.2%), top-5 ~99%.
-         At this budget one seed's noise is larger than the effect of SR: it
-         checks the pipeline; use --seeds=3 or the cpu preset for the shape.
+  quick  real Fashion-MNIST, small layout, base_e = incr_e = 32, 800 steps (1.7
+         epochs) per point. Measured from a fresh clone on 2 quiet CPU cores: 476 s
+         for the 5 points; top-1 84.2% (SR 0.125), 84.7% (0.25), 86.5% (0.5), 85.3%
+         (0.75), 84.4% (1.0); top-5 99.6-99.8%. One seed's noise is of the order of
+         these differences: use --seeds=3 --vmap_seeds or the cpu preset for a shape.
   cpu    Fashion-MNIST, base_e = incr_e = 64, 2 epochs per point (about an hour).
   paper  ImageNet (imagenet2012), layout v1.0 at 227 px, the Caffe recipe: SGD
          momentum 0.9, lr 0.04 decaying linearly to 0 over 170k steps, batch 512

@@ -10,9 +10,9 @@ the model larger without making it more accurate.
 
 Presets (the argument after the colon), as in fig3a_squeeze_ratio.py:
   quick  real Fashion-MNIST, small layout, base_e = incr_e = 32, 800 steps per
-         point, five points (1, 25, 50, 75, 99%): about 10 minutes on 2 CPU cores
+         point, five points (1, 25, 50, 75, 99%): about 8 minutes on 2 CPU cores
          (by the measured per-point cost of fig3a's quick sweep; not run as a
-         whole). Expect top-1 in the 70-80% range with seed noise of several
+         whole). Expect top-1 around 84-87% with seed noise of one or two
          points: use --seeds=3 to see a trend.
   cpu    Fashion-MNIST, base_e = incr_e = 64, 2 epochs per point, the paper's grid.
   paper  ImageNet, layout v1.0, the Caffe recipe (see fig3a_squeeze_ratio.py).

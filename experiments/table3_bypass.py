@@ -13,7 +13,7 @@ complex bypass is 1.59M parameters, 6.1 MiB: see the README).
 
 Presets (the argument after the colon), as in fig3a_squeeze_ratio.py:
   quick  real Fashion-MNIST, small layout, base_e = incr_e = 32, 800 steps per
-         point: three points in about 6 minutes on 2 CPU cores (by the measured
+         point: three points in about 5 minutes on 2 CPU cores (by the measured
          per-point cost of fig3a's quick sweep; not run as a whole). At this
          budget seed noise (several points of top-1) hides the bypass effect:
          use --seeds=3 or the cpu preset.

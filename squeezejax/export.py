@@ -4,9 +4,11 @@
   squeezejax export --checkpoint=models/sq11 --format=tflite --quantize=int8 --out=sq11_int8.tflite
   squeezejax export --checkpoint=models/sq11 --format=stablehlo --out=sq11.stablehlo
 
-Both artefacts take preprocessed NHWC float32 images of any batch size (the
-model directory's `preprocessing`, also written to `OUT.json` beside the file)
-and return logits. TFLite goes through jax2tf (the model lowered to StableHLO
+Both artefacts take preprocessed NHWC float32 images (the model directory's
+`preprocessing`, also written to `OUT.json` beside the file) and return logits:
+the StableHLO artefact any batch size, the TFLite file one image per call (the
+edge case; a symbolic batch would lower the model's strided-slice pools to
+gathers, which TFLite's StableHLO import does not support). TFLite goes through jax2tf (the model lowered to StableHLO
 inside a TF graph) and TensorFlow's TFLite converter; only builtin TFLite ops
 are used, so the file runs on the plain TFLite / LiteRT runtime.
 `--quantize=float16` halves the file, `int8` (dynamic range: int8 weights,
@@ -67,14 +69,14 @@ def to_stablehlo(fn: Callable, shape: tuple[int, int, int]) -> bytes:
 
 
 def to_tflite(fn: Callable, shape: tuple[int, int, int], quantize: str = 'none') -> bytes:
-  """A TFLite flatbuffer (builtin ops only) with a dynamic batch dimension."""
+  """A TFLite flatbuffer (builtin ops only) for one image per call."""
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
   from squeezejax.data import core as data_core  # pylint: disable=g-import-not-at-top
   tf = data_core.tensorflow()  # TensorFlow kept off accelerators
   h, w, c = shape
   tf_fn = tf.function(
-      jax2tf.convert(fn, with_gradient=False, polymorphic_shapes=[f'(b, {h}, {w}, {c})']),
-      input_signature=[tf.TensorSpec((None, h, w, c), tf.float32, name='images')],
+      jax2tf.convert(fn, with_gradient=False),
+      input_signature=[tf.TensorSpec((1, h, w, c), tf.float32, name='images')],
       autograph=False)
   converter = tf.lite.TFLiteConverter.from_concrete_functions(
       [tf_fn.get_concrete_function()], tf_fn)
@@ -97,11 +99,13 @@ def run_tflite(model: bytes | str, images: np.ndarray) -> np.ndarray:
       interpreter = tf.lite.Interpreter(model_content=model)
   inp, = interpreter.get_input_details()
   out, = interpreter.get_output_details()
-  interpreter.resize_tensor_input(inp['index'], images.shape)
   interpreter.allocate_tensors()
-  interpreter.set_tensor(inp['index'], np.asarray(images, np.float32))
-  interpreter.invoke()
-  return interpreter.get_tensor(out['index']).copy()
+  logits = []
+  for image in np.asarray(images, np.float32):  # the file takes one image per call
+    interpreter.set_tensor(inp['index'], image[None])
+    interpreter.invoke()
+    logits.append(interpreter.get_tensor(out['index'])[0].copy())
+  return np.stack(logits)
 
 
 def run_stablehlo(model: bytes, images: np.ndarray) -> np.ndarray:
@@ -127,7 +131,8 @@ def export(spec: spec_lib.SqueezeNetSpec, params, meta: dict, out: str, *,
   with open(out, 'wb') as f:
     f.write(blob)
   sidecar = {
-      'format': format, 'quantize': quantize, 'input': ['batch', *shape],
+      'format': format, 'quantize': quantize,
+      'input': [1 if format == 'tflite' else 'batch', *shape],
       'input_dtype': 'float32', 'output': 'logits',
       'preprocessing': meta.get('preprocessing'), 'class_names': meta.get('class_names'),
       'spec': spec.to_dict(),

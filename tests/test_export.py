@@ -40,7 +40,7 @@ def test_export_matches_jax(tiny, tmp_path, fmt, quantize, tolerance):
   result = export.export(spec, params, meta, out, format=fmt, quantize=quantize)
   assert os.path.getsize(out) == result['bytes']
   assert result['input_shape'] == [SIZE, SIZE, 3]
-  # Independent check on another batch size (the batch dimension is dynamic).
+  # Independent check on other images (TFLite: one per call; StableHLO: any batch).
   images = np.random.default_rng(1).standard_normal((3, SIZE, SIZE, 3)).astype(np.float32)
   expected = np.asarray(convert.build_model(spec, params)(images))
   got = (export.run_tflite(out, images) if fmt == 'tflite'
@@ -51,7 +51,7 @@ def test_export_matches_jax(tiny, tmp_path, fmt, quantize, tolerance):
   np.testing.assert_allclose(got, expected, atol=tolerance * scale, rtol=0)
   assert result['max_abs_diff'] <= tolerance * result['max_abs_logit']
   sidecar = json.load(open(out + '.json'))
-  assert sidecar['input'] == ['batch', SIZE, SIZE, 3]
+  assert sidecar['input'] == [1 if fmt == 'tflite' else 'batch', SIZE, SIZE, 3]
   assert sidecar['preprocessing'] == meta['preprocessing']
   assert sidecar['class_names'] == meta['class_names']
 
