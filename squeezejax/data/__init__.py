@@ -9,7 +9,7 @@
     it = data.train_stream(name, 'train', data_dir=..., global_batch=512, ...)
 
 Importing this package is cheap: TensorFlow (with accelerators hidden from it)
-and TFDS are imported only when a dataset is read. See docs/readme_data.md.
+and TFDS are imported only when a dataset is read. See the README, section Data.
 """
 
 from squeezejax.data.arrays import channel_stats, load_arrays, open_folder, synthetic
