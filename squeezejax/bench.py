@@ -236,7 +236,7 @@ def _spec_net_state_dict(spec, params) -> dict[str, np.ndarray]:
     out[f'{prefix}.bias'] = np.asarray(node['bias'], np.float32)
 
   put('conv1', params['conv1'])
-  for i, dims in enumerate(spec.fires()):
+  for i in range(len(spec.fires())):
     fire = params['fires'][i]
     for name in ('squeeze', 'expand1x1', 'expand3x3', 'bypass_conv'):
       if fire.get(name) is not None:

@@ -41,7 +41,7 @@ import threading
 import sys
 import time
 import traceback
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from squeezejax import configs
 from squeezejax import flags
@@ -482,7 +482,7 @@ def run_processes(launch: Launch, points: list[Point], done: Done) -> None:
         else:
           done(point, None, _error_from_log(launch.run_dir(point), process.returncode))
   finally:  # the driver was interrupted: stop the children; a rerun resumes them
-    for point, process, log in running.values():
+    for _, process, log in running.values():
       process.terminate()
       process.wait()
       log.close()

@@ -446,8 +446,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   spec.check_image_size(image_size)
   cost = spec.cost(image_size)
   dtype = DTYPES[config.dtype]
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(spec, dtype=dtype)))
-  abstract_params = checkpoint_lib.abstract_model_params(spec)
+  abstract_model = nnx.eval_shape(lambda: model_lib.create(spec, dtype=dtype))
+  graphdef, abstract_params = nnx.split(abstract_model)
+  abstract_params = nnx.to_pure_dict(abstract_params)
   schedule = make_schedule(config, steps)
   tx = make_optimizer(config, schedule, abstract_params)
   say(f'model: {spec.layout} {cost["params"]:,} parameters ({cost["size_mib"]:.2f} MiB), '
@@ -489,7 +490,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     start_step = 0
     state = jax.jit(init_state, out_shardings=shardings)()
     if config.init_from:
-      state = _init_from(config.init_from, state, abstract_state, tx, shardings)
+      state = _init_from(config.init_from, state, tx, shardings, mesh)
   checkpoint_lib.write_model_json(workdir, spec, {
       'preprocessing': {'kind': 'dataset', 'mean': list(source.mean),
                         'std': list(source.std), 'image_size': image_size},
@@ -604,12 +605,12 @@ def _accumulate(window, sums, count: int) -> dict[str, Any]:
   return {'loss': add('loss'), 'top1': add('top1'), 'count': window['count'] + count}
 
 
-def _init_from(directory, state, abstract_state, tx, shardings):
+def _init_from(directory, state, tx, shardings, mesh):
   """Loads pretrained parameters; conv10 is kept fresh when its shape differs."""
-  abstract = checkpoint_lib.abstract_model_params(checkpoint_lib.read_model_json(directory)[0])
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          abstract, parallel.state_shardings(
-                              jax.tree.leaves(shardings['params'])[0].mesh, abstract, False))
+  loaded_spec, _ = checkpoint_lib.read_model_json(directory)
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
+      checkpoint_lib.abstract_model_params(loaded_spec))
   _, loaded, _ = checkpoint_lib.load_model(directory, abstract)
   params = dict(state['params'])
   for name in params:

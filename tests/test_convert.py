@@ -1,6 +1,5 @@
 """torchvision <-> squeezejax weights: logits parity with real PyTorch modules, errors."""
 
-import os
 
 import jax
 import numpy as np
