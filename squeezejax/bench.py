@@ -123,11 +123,14 @@ def optimizer_config() -> ml_collections.ConfigDict:
 class JaxCase:
   """Compiled train and eval steps of one case, with their state and batch."""
 
-  def __init__(self, case: Case, dtype: str, mesh, images: np.ndarray, labels: np.ndarray):
+  def __init__(self, case: Case, dtype: str, mesh, images: np.ndarray, labels: np.ndarray,
+               cpu_convolutions: str = 'eigen', batch_splits: int = 0):
     from squeezejax import train  # pylint: disable=g-import-not-at-top
     self.mesh = mesh
     spec, size = case.spec, case.image_size
     config = optimizer_config()
+    config.update(dict(batch_size=case.batch_size, batch_splits=batch_splits))
+    self.splits = train.batch_splits(config, mesh)
     model = model_lib.create(spec, seed=0, dtype=DTYPES[dtype])
     graphdef, params = nnx.split(model, nnx.Param)
     params = nnx.to_pure_dict(params)
@@ -142,13 +145,15 @@ class JaxCase:
     self.eval_batch = parallel.global_batch(
         mesh, {'image': images, 'label': labels, 'mask': np.ones(len(labels), np.float32)})
 
+    options = parallel.compiler_options(cpu_convolutions)
     train_step = jax.jit(
-        train.make_train_step(graphdef, tx, spec, config, image_info),
+        train.make_train_step(graphdef, tx, spec, config, image_info, self.splits),
         in_shardings=(shardings, batch_sharding),
-        out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+        out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0,
+        compiler_options=options)
     eval_step = jax.jit(train.make_eval_step(graphdef, image_info),
                         in_shardings=(shardings['params'], batch_sharding),
-                        out_shardings=parallel.replicated(mesh))
+                        out_shardings=parallel.replicated(mesh), compiler_options=options)
     with jax.set_mesh(mesh):
       start = time.perf_counter()
       self.train_step = train_step.lower(state, self.batch).compile()
@@ -343,31 +348,45 @@ def torch_version() -> str | None:
 
 
 def run_case(case: Case, *, dtype: str, compare: str, mesh, peak_gflops: float,
-             windows: int, steps: int, say: Callable[[str], None] = print) -> dict[str, Any]:
+             windows: int, steps: int, cpu_convolutions: tuple[str, ...] = ('eigen',),
+             batch_splits: int = 0, say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+  """One result per `cpu_convolutions` choice, all timed in the same interleaved windows."""
   spec, size, batch = case.spec, case.image_size, case.batch_size
   rng = np.random.default_rng(0)
   images = rng.standard_normal((batch, size, size, spec.in_channels), np.float32)
   labels = rng.integers(0, spec.num_classes, batch).astype(np.int32)
 
   say(f'{case.model} {size}px batch {batch} {dtype}: compiling')
-  jax_case = JaxCase(case, dtype, mesh, images, labels)
+  jax_cases = {conv: JaxCase(case, dtype, mesh, images, labels, conv, batch_splits)
+               for conv in cpu_convolutions}
+  initial_params = next(iter(jax_cases.values())).initial_params
   input_case = InputCase(case, mesh)
   torch_case = None
   if compare == 'torch':
-    torch_case = TorchCase(case, jax_case.initial_params, images, labels)
+    torch_case = TorchCase(case, initial_params, images, labels)
 
-  times = {'train': [], 'eval': [], 'input': [], 'torch': []}
+  times = {'input': [], 'torch': []}
+  times.update({(conv, kind): [] for conv in jax_cases for kind in ('train', 'eval')})
   for _ in range(windows):
     with jax.set_mesh(mesh):
-      times['train'].append(timed(jax_case.train, steps, block))
-      times['eval'].append(timed(jax_case.evaluate, steps, block))
+      for conv, jax_case in jax_cases.items():
+        times[conv, 'train'].append(timed(jax_case.train, steps, block))
+        times[conv, 'eval'].append(timed(jax_case.evaluate, steps, block))
     times['input'].append(timed(input_case.run, steps, block))
     if torch_case is not None:
       times['torch'].append(timed(torch_case.train, steps, TorchCase.sync))
+  return [_result(case, dtype, mesh, peak_gflops, windows, steps, conv, jax_cases[conv],
+                  times[conv, 'train'], times[conv, 'eval'], times['input'], times['torch'])
+          for conv in jax_cases]
 
+
+def _result(case: Case, dtype: str, mesh, peak_gflops: float, windows: int, steps: int,
+            conv: str, jax_case: JaxCase, train_times: list[float], eval_times: list[float],
+            input_times: list[float], torch_times: list[float]) -> dict[str, Any]:
+  spec, size, batch = case.spec, case.image_size, case.batch_size
   rate = lambda seconds: statistics.median(steps * batch / t for t in seconds)
   macs = spec.cost(size)['macs']
-  train_img_s, eval_img_s = rate(times['train']), rate(times['eval'])
+  train_img_s, eval_img_s = rate(train_times), rate(eval_times)
   # Model FLOPs: 2 per MAC forward, backward twice the forward (input and weight
   # gradients), as in the usual MFU accounting; the data-input gradient of conv1
   # is not computed but is counted, as everyone counts it.
@@ -375,21 +394,23 @@ def run_case(case: Case, *, dtype: str, compare: str, mesh, peak_gflops: float,
   result = {
       'model': case.model, 'image_size': size, 'batch_size': batch, 'dtype': dtype,
       'layout': spec.layout, 'spec': spec.to_dict(), 'params': spec.cost(size)['params'],
+      'cpu_convolutions': conv if jax.default_backend() == 'cpu' else None,
+      'batch_splits': jax_case.splits,
       'macs_per_image': macs, 'devices': mesh.size,
       'device_kind': jax.devices()[0].device_kind,
       'squeezejax_img_s': train_img_s, 'eval_img_s': eval_img_s,
-      'input_img_s': rate(times['input']),
+      'input_img_s': rate(input_times),
       'compile_train_s': jax_case.compile_train_s, 'compile_eval_s': jax_case.compile_eval_s,
       'train_gflops': train_gflops, 'eval_gflops': eval_img_s * 2 * macs / 1e9,
       'peak_matmul_gflops': peak_gflops, 'mfu': train_gflops / peak_gflops,
       'torch_img_s': None, 'ratio': None, 'windows': windows, 'steps_per_window': steps,
-      'train_img_s_windows': [steps * batch / t for t in times['train']],
+      'train_img_s_windows': [steps * batch / t for t in train_times],
   }
   result['input_to_train'] = result['input_img_s'] / train_img_s
-  if torch_case is not None:
-    result['torch_img_s'] = rate(times['torch'])
-    result['ratio'] = statistics.median(t / j for j, t in zip(times['train'], times['torch']))
-    result['torch_img_s_windows'] = [steps * batch / t for t in times['torch']]
+  if torch_times:
+    result['torch_img_s'] = rate(torch_times)
+    result['ratio'] = statistics.median(t / j for j, t in zip(train_times, torch_times))
+    result['torch_img_s_windows'] = [steps * batch / t for t in torch_times]
   return result
 
 
@@ -438,12 +459,13 @@ def split_spec_overrides(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
 
 def table(results: list[dict[str, Any]]) -> str:
   show = lambda v, f: '' if v is None else format(v, f)
-  lines = ['| model | px | batch | dtype | train img/s | torch img/s | ratio | eval img/s '
-           '| input img/s | compile s | train GFLOP/s | MFU |',
-           '|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|']
+  lines = ['| model | px | batch | dtype | convs | splits | train img/s | torch img/s | ratio '
+           '| eval img/s | input img/s | compile s | train GFLOP/s | MFU |',
+           '|---|--:|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|']
   for r in results:
     lines.append(
         f'| {r["model"]} | {r["image_size"]} | {r["batch_size"]} | {r["dtype"]} | '
+        f'{r["cpu_convolutions"] or ""} | {r["batch_splits"]} | '
         f'{r["squeezejax_img_s"]:.1f} | {show(r["torch_img_s"], ".1f")} | '
         f'{show(r["ratio"], ".2f")} | {r["eval_img_s"]:.1f} | {r["input_img_s"]:.0f} | '
         f'{r["compile_train_s"] + r["compile_eval_s"]:.1f} | {r["train_gflops"]:.1f} | '
@@ -476,9 +498,17 @@ def main(argv: list[str]) -> int:
   parser.add_argument('--steps', type=int, default=3, help='steps per timing window')
   parser.add_argument('--num_devices', type=int, default=0, help='0 = every device')
   parser.add_argument('--peak_size', type=int, default=2048, help='matmul size for the peak')
+  parser.add_argument('--batch_splits', type=int, default=0,
+                      help="the trainer's config.batch_splits (0 = automatic)")
+  parser.add_argument('--cpu_convolutions', default='eigen',
+                      help='XLA:CPU convolution library, or a comma-separated list to time '
+                           'side by side: ' + ', '.join(parallel.CPU_CONVOLUTIONS))
   args = parser.parse_args(argv)
   if args.windows < 1 or args.steps < 1 or args.peak_size < 1:
     raise UserError('--windows, --steps and --peak_size must be integers >= 1')
+  convs = tuple(dict.fromkeys(args.cpu_convolutions.split(',')))
+  for conv in convs:
+    parallel.compiler_options(conv)  # a one-line error for a bad name
   cases = parse_cases(args.model, args.image_size, args.batch_size, overrides)
   if args.compare == 'torch':
     if torch_version() is None:
@@ -487,16 +517,23 @@ def main(argv: list[str]) -> int:
       raise UserError(f'--compare=torch with --dtype={args.dtype}: the comparison is '
                       'float32 on both sides; expected --dtype=float32')
   mesh = parallel.make_mesh(args.num_devices)
+  if args.batch_splits < 0:
+    raise UserError(f'--batch_splits={args.batch_splits} is not allowed: expected an integer '
+                    '>= 0 (0 = automatic)')
   for case in cases:
-    parallel.check_batch(mesh, case.batch_size)
+    _, per_device = parallel.check_batch(mesh, case.batch_size)
+    if args.batch_splits and per_device % args.batch_splits:
+      raise UserError(f'--batch_splits={args.batch_splits} is not allowed for batch '
+                      f'{case.batch_size}: expected a divisor of the {per_device} images per device')
 
   peak = matmul_peak_gflops(mesh, args.peak_size)
   print(f'{mesh.size} x {jax.devices()[0].device_kind}, {cpu_count()} CPU cores; '
         f'float32 matmul peak {peak:.1f} GFLOP/s', flush=True)
   results = []
   for case in cases:
-    results.append(run_case(case, dtype=args.dtype, compare=args.compare, mesh=mesh,
+    results.extend(run_case(case, dtype=args.dtype, compare=args.compare, mesh=mesh,
                             peak_gflops=peak, windows=args.windows, steps=args.steps,
+                            cpu_convolutions=convs, batch_splits=args.batch_splits,
                             say=lambda m: print(m, flush=True)))
   print(table(results))
   if args.json:

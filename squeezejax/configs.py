@@ -41,6 +41,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_epochs = 0.0
   c.batch_size = 128  # global, across all devices and hosts
   c.accum_steps = 1  # gradient accumulation: micro-batch = batch_size / accum_steps
+  # Each micro-batch's gradient as the mean over this many independent sub-batches,
+  # which XLA:CPU runs side by side on its cores; 0 = 4 on CPU where it divides
+  # the per-device micro-batch, else 1 (docs/performance.md).
+  c.batch_splits = 0
   c.eval_batch_size = 1000
   # Optimiser.
   c.optimizer = 'sgd'  # 'sgd' (momentum) | 'adamw'
@@ -58,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
   # optimizer state over the same 'data' axis.
   c.fsdp = False
   c.num_devices = 0  # 0 = every device; N = the first N (one process only)
+  # XLA:CPU convolutions: 'eigen' (every core) | 'ynnpack' (XLA's default); see
+  # docs/performance.md. Ignored on GPU and TPU.
+  c.cpu_convolutions = 'eigen'
   # Multi-host (jax.distributed); empty = single process.
   c.coordinator_address = ''
   c.num_processes = 1

@@ -97,15 +97,17 @@ def predictions(workdir: str, dataset: str, split: str, batch_size: int = 64
   from squeezejax import checkpoint  # pylint: disable=g-import-not-at-top
   from squeezejax import convert  # pylint: disable=g-import-not-at-top
   from squeezejax import data  # pylint: disable=g-import-not-at-top
+  from squeezejax import parallel  # pylint: disable=g-import-not-at-top
   spec, params, meta = checkpoint.load_model(workdir)
   pre = meta['preprocessing']
   split_data = data.load_arrays(dataset, split, image_size=pre['image_size'])
   graphdef, state = nnx.split(convert.build_model(spec, params))
 
-  @jax.jit
   def predict(state, images):
     x = data.preprocess(images, image_size=pre['image_size'], mean=pre['mean'], std=pre['std'])
     return nnx.merge(graphdef, state)(x).argmax(-1)
+
+  predict = jax.jit(predict, compiler_options=parallel.compiler_options())
 
   images, out = split_data.images, []
   for start in range(0, len(images), batch_size):  # pad the last batch: one compile

@@ -17,6 +17,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from squeezejax.errors import UserError
 
 DATA = 'data'
+CPU_CONVOLUTIONS = ('eigen', 'ynnpack')
 
 
 def initialize_distributed(coordinator_address: str, num_processes: int, process_id: int) -> None:
@@ -45,6 +46,24 @@ def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
   # through the convolutions (pjit semantics).
   return jax.make_mesh((len(devices),), (DATA,), devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def compiler_options(cpu_convolutions: str = 'eigen') -> dict[str, str]:
+  """XLA options for `jax.jit`: on CPU, which library runs the convolutions.
+
+  XLA:CPU hands convolutions to YNNPACK by default, which ran each of them on a
+  single thread on the 2-core x86 machines measured; XLA's Eigen convolutions
+  use every core. 'eigen' keeps YNNPACK for the matmuls and reductions and gives
+  the convolutions to Eigen: 1.5-1.8x the CPU train step (docs/performance.md).
+  Other backends get no options.
+  """
+  if cpu_convolutions not in CPU_CONVOLUTIONS:
+    raise UserError(f'cpu_convolutions={cpu_convolutions!r} is not allowed: expected one of '
+                    f'{", ".join(CPU_CONVOLUTIONS)}')
+  if cpu_convolutions == 'ynnpack' or jax.default_backend() != 'cpu':
+    return {}
+  return {'xla_cpu_experimental_ynn_fusion_type':
+          'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
 
 
 def replicated(mesh) -> NamedSharding:

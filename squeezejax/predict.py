@@ -83,8 +83,10 @@ def probabilities(model, images: np.ndarray) -> np.ndarray:
   """Softmax of the logits, in fixed-size batches so that XLA compiles once."""
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
+  from squeezejax import parallel  # pylint: disable=g-import-not-at-top
   graphdef, state = nnx.split(model)
-  fn = jax.jit(lambda s, x: jax.nn.softmax(nnx.merge(graphdef, s)(x), axis=-1))
+  fn = jax.jit(lambda s, x: jax.nn.softmax(nnx.merge(graphdef, s)(x), axis=-1),
+               compiler_options=parallel.compiler_options())
   batch = min(BATCH, len(images))
   out = []
   for start in range(0, len(images), batch):

@@ -76,6 +76,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     bad('total_steps', 'an integer >= 1 (or num_epochs > 0)')
   if config.accum_steps < 1 or config.batch_size % config.accum_steps:
     bad('accum_steps', f'a divisor of batch_size={config.batch_size}')
+  if config.batch_splits < 0:
+    bad('batch_splits', 'an integer >= 0 (0 = automatic)')
   if not config.lr > 0:
     bad('lr', 'a number > 0')
   for key in ('log_every', 'checkpoint_every', 'keep_checkpoints'):
@@ -85,6 +87,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     bad('num_seeds', 'an integer >= 1 (1 when fine-tuning with init_from)')
   if config.eval_every < 0:
     bad('eval_every', 'an integer >= 0 (0 = only at the end)')
+  if config.cpu_convolutions not in parallel.CPU_CONVOLUTIONS:
+    bad('cpu_convolutions', f'one of {", ".join(parallel.CPU_CONVOLUTIONS)}')
 
 
 def make_spec(config, num_classes: int, in_channels: int) -> spec_lib.SqueezeNetSpec:
@@ -320,12 +324,37 @@ def make_optimizer(config, schedule, abstract_params) -> optax.GradientTransform
 # ===================================================================================
 
 
-def make_train_step(graphdef, tx, spec: spec_lib.SqueezeNetSpec, config, image_info):
+def batch_splits(config, mesh) -> int:
+  """config.batch_splits, with 0 resolved: 4 on CPU where it divides the
+  micro-batch of every device, else 1."""
+  per_device = config.batch_size // config.accum_steps // mesh.size
+  if config.batch_splits:
+    if per_device % config.batch_splits:
+      raise configs.ConfigError(
+          f'config.batch_splits={config.batch_splits} is not allowed: expected a divisor of '
+          f'the {per_device} images per device and micro-batch')
+    return config.batch_splits
+  return 4 if jax.default_backend() == 'cpu' and per_device % 4 == 0 else 1
+
+
+def _split(x: jax.Array, k: int) -> jax.Array:
+  """[batch, ...] -> [k, batch / k, ...]; part j is rows j, j + k, ..., so that
+  every device keeps its own rows."""
+  return jnp.swapaxes(x.reshape(-1, k, *x.shape[1:]), 0, 1)
+
+
+def make_train_step(graphdef, tx, spec: spec_lib.SqueezeNetSpec, config, image_info,
+                    splits: int = 1):
   """(state, batch) -> (state, metrics); batch images are uint8 (augmented here) or float.
 
   With config.num_seeds > 1 the state holds that many networks (a leading seed
   axis), initialised from seeds seed, seed+1, ...: one vmapped step trains them
   all on the same batches, each with its own augmentation and dropout.
+
+  `splits` (see `batch_splits`) computes the gradient of each micro-batch as the
+  mean over that many independent sub-batches: the same gradient up to float
+  rounding, but XLA:CPU runs the sub-batches' single-threaded kernels side by
+  side on different cores (docs/performance.md).
   """
   accum = config.accum_steps
   kind, image_size, mean, std = image_info
@@ -335,7 +364,15 @@ def make_train_step(graphdef, tx, spec: spec_lib.SqueezeNetSpec, config, image_i
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, (logits.argmax(-1) == labels).mean()
 
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  def grad_fn(params, images, labels, dropout_key):
+    """((loss, top1), grads), each the mean over `splits` sub-batches."""
+    if splits == 1:
+      return jax.value_and_grad(loss_fn, has_aux=True)(params, images, labels, dropout_key)
+    images, labels = _split(images, splits), _split(labels, splits)
+    parts = [jax.value_and_grad(loss_fn, has_aux=True)(
+        params, images[j], labels[j], jax.random.fold_in(dropout_key, j))
+             for j in range(splits)]
+    return jax.tree.map(lambda *xs: sum(xs) / splits, *parts)
 
   def update(params, opt_state, step, batch, seed):
     key = jax.random.fold_in(jax.random.key(seed), step)
@@ -347,9 +384,6 @@ def make_train_step(graphdef, tx, spec: spec_lib.SqueezeNetSpec, config, image_i
     if accum == 1:
       (loss, top1), grads = grad_fn(params, images, labels, dropout_key)
     else:
-      # Micro-batch j is rows j, j + accum, ...: each device keeps its own rows.
-      split = lambda x: jnp.swapaxes(x.reshape(-1, accum, *x.shape[1:]), 0, 1)
-
       def micro(carry, xs):
         imgs, lbls, j = xs
         (l, a), g = grad_fn(params, imgs, lbls, jax.random.fold_in(dropout_key, j))
@@ -357,7 +391,7 @@ def make_train_step(graphdef, tx, spec: spec_lib.SqueezeNetSpec, config, image_i
 
       zeros = (0.0, 0.0, jax.tree.map(jnp.zeros_like, params))
       (loss, top1, grads), _ = jax.lax.scan(
-          micro, zeros, (split(images), split(labels), jnp.arange(accum)))
+          micro, zeros, (_split(images, accum), _split(labels, accum), jnp.arange(accum)))
       loss, top1, grads = jax.tree.map(lambda x: x / accum, (loss, top1, grads))
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
@@ -429,10 +463,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   mesh = parallel.make_mesh(config.num_devices)
   per_process, per_device = parallel.check_batch(mesh, config.batch_size)
   parallel.check_batch(mesh, config.eval_batch_size, 'eval_batch_size')
+  splits = batch_splits(config, mesh)
   say(f'devices: {mesh.size} x {jax.devices()[0].device_kind} over '
       f'{jax.process_count()} process(es); batch {config.batch_size} global, '
       f'{per_process} per process, {per_device} per device'
-      + (f', {config.batch_size // config.accum_steps} per micro-batch' if config.accum_steps > 1 else ''))
+      + (f', {config.batch_size // config.accum_steps} per micro-batch' if config.accum_steps > 1 else '')
+      + (f', gradients over {splits} sub-batches' if splits > 1 else ''))
 
   # -- input --------------------------------------------------------------------------
   source = make_input(config)
@@ -498,13 +534,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # -- compiled functions ---------------------------------------------------------------
   batch_shardings = parallel.batch_sharding(mesh)
+  options = parallel.compiler_options(config.cpu_convolutions)
   train_step = jax.jit(
-      make_train_step(graphdef, tx, spec, config, image_info),
+      make_train_step(graphdef, tx, spec, config, image_info, splits),
       in_shardings=(shardings, batch_shardings),
-      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0,
+      compiler_options=options)
   eval_step = jax.jit(make_eval_step(graphdef, image_info, config.num_seeds),
                       in_shardings=(shardings['params'], batch_shardings),
-                      out_shardings=parallel.replicated(mesh))
+                      out_shardings=parallel.replicated(mesh), compiler_options=options)
   run_eval = lambda params: evaluate(
       eval_step, params, source.eval_batches(), mesh)
 
@@ -715,7 +753,8 @@ def eval_main(argv: list[str]) -> int:
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(spec)))
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_batch(mesh, config.eval_batch_size, 'eval_batch_size')
-  eval_step = jax.jit(make_eval_step(graphdef, image_info))
+  eval_step = jax.jit(make_eval_step(graphdef, image_info),
+                      compiler_options=parallel.compiler_options(config.cpu_convolutions))
   with jax.set_mesh(mesh):
     metrics = evaluate(eval_step, params, source.eval_batches(), mesh)
   print(json.dumps(metrics))

@@ -21,12 +21,16 @@ TINY = ['--model=squeezenet_small', '--image_size=16', '--batch_size=8', '--spec
 @pytest.fixture(scope='module')
 def report(tmp_path_factory):
   path = tmp_path_factory.mktemp('bench') / 'bench.json'
-  assert bench.main([*TINY, '--compare=torch', f'--json={path}']) == 0
+  assert bench.main([*TINY, '--compare=torch', '--cpu_convolutions=eigen,ynnpack',
+                     f'--json={path}']) == 0
   return json.loads(path.read_text())
 
 
 def test_json_schema_and_positive_numbers(report):
-  (result,) = report['results']
+  result, ynnpack = report['results']  # the two --cpu_convolutions, timed side by side
+  assert (result['cpu_convolutions'], ynnpack['cpu_convolutions']) == ('eigen', 'ynnpack')
+  assert result['batch_splits'] == 1  # automatic: 4 needs 4 images per device, here 1
+  assert result['torch_img_s_windows'] == ynnpack['torch_img_s_windows']
   assert result['model'] == 'squeezenet_small'
   assert (result['image_size'], result['batch_size'], result['dtype']) == (16, 8, 'float32')
   assert result['devices'] == jax.device_count()  # every (fake) device of the test process
@@ -78,6 +82,8 @@ def test_torchvision_presets_use_the_reference_module():
     (['--model=squeezenet_small', '--spec.sqeeze_ratio=0.5'], 'sqeeze_ratio'),
     (['--model=squeezenet_small', '--batch_size=12'], 'batch_size=12'),  # 8 devices
     (['--compare=tensorflow'], 'compare'),
+    (['--cpu_convolutions=eigen,mkl'], "cpu_convolutions='mkl'"),
+    (['--model=squeezenet_small', '--batch_splits=3'], 'batch_splits=3'),
 ])
 def test_user_errors_are_one_line(argv, message):
   with pytest.raises(UserError, match=message) as info:

@@ -185,6 +185,9 @@ def test_sigterm_saves_and_exits(tmp_path):
     (dict(optimizer='adam'), "optimizer='adam'"),
     (dict(dataset='mnist_typo'), 'mnist_typo'),
     (dict(accum_steps=5), 'accum_steps=5'),
+    (dict(batch_splits=-1), 'batch_splits=-1'),
+    (dict(batch_splits=3, num_devices=1), 'batch_splits=3'),
+    (dict(cpu_convolutions='mkl'), "cpu_convolutions='mkl'"),
 ])
 def test_bad_config_values(tmp_path, overrides, match):
   with pytest.raises(UserError, match=match):
@@ -213,6 +216,54 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
   accumulated = train.train_and_evaluate(load(accum_steps=4, **plain), str(tmp_path / 'accum'))
   np.testing.assert_allclose(losses(tmp_path / 'accum'), losses(tmp_path / 'full'), rtol=1e-4)
   assert accumulated['top1'] == pytest.approx(full['top1'], abs=1.5 / 300)
+
+
+def test_batch_splits_give_the_full_batch_update():
+  """batch_splits=4 averages four sub-batch gradients: the same step as splits=1."""
+  import jax.numpy as jnp
+  import optax
+  from flax import nnx
+  from squeezejax import model as model_lib
+  from squeezejax import spec as spec_lib
+  config = load(**{'spec.dropout_rate': 0.0})
+  spec = spec_lib.preset('squeezenet_small', base_e=16, incr_e=16, num_classes=10,
+                         dropout_rate=0.0)
+  graphdef, params = nnx.split(model_lib.create(spec), nnx.Param)
+  params = nnx.to_pure_dict(params)
+  tx = train.make_optimizer(config, optax.constant_schedule(0.1), params)
+  state = {'params': params, 'opt_state': tx.init(params), 'step': jnp.int32(0)}
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.standard_normal((32, 16, 16, 3), np.float32),
+           'label': rng.integers(0, 10, 32).astype(np.int32)}
+  image_info = ('none', 16, (0.5,) * 3, (0.25,) * 3)
+  out = {k: jax.jit(train.make_train_step(graphdef, tx, spec, config, image_info, k))(
+      state, batch) for k in (1, 4)}
+  np.testing.assert_allclose(out[4][1]['loss'], out[1][1]['loss'], rtol=1e-5)
+  assert out[4][1]['top1'] == out[1][1]['top1']
+  for split, whole in zip(jax.tree.leaves(out[4][0]['params']),
+                          jax.tree.leaves(out[1][0]['params'])):
+    np.testing.assert_allclose(split, whole, rtol=1e-4, atol=1e-5)
+  assert not np.allclose(out[1][0]['params']['conv10']['kernel'], params['conv10']['kernel'])
+
+
+def test_cpu_convolution_libraries_compute_the_same_network():
+  """'eigen' takes the convolutions away from YNNPACK (fewer YNN fusions), same numbers."""
+  from flax import nnx
+  from squeezejax import model as model_lib
+  from squeezejax import parallel
+  from squeezejax import spec as spec_lib
+  graphdef, params = nnx.split(model_lib.create(spec_lib.preset('squeezenet_small', base_e=16,
+                                                                 incr_e=16)), nnx.Param)
+  images = np.random.default_rng(0).standard_normal((4, 16, 16, 3), np.float32)
+  loss = lambda p: nnx.merge(graphdef, p)(images).sum()
+  outputs, ynn_fusions = {}, {}
+  for name in parallel.CPU_CONVOLUTIONS:
+    fn = jax.jit(jax.value_and_grad(loss), compiler_options=parallel.compiler_options(name))
+    ynn_fusions[name] = fn.lower(params).compile().as_text().count('__ynn_fusion')
+    outputs[name] = fn(params)
+  assert ynn_fusions['eigen'] < ynn_fusions['ynnpack']
+  for a, b in zip(jax.tree.leaves(outputs['eigen']), jax.tree.leaves(outputs['ynnpack'])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_eval_command_matches_the_run(runs, capsys):
