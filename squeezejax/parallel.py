@@ -54,7 +54,7 @@ def compiler_options(cpu_convolutions: str = 'eigen') -> dict[str, str]:
   XLA:CPU hands convolutions to YNNPACK by default, which ran each of them on a
   single thread on the 2-core x86 machines measured; XLA's Eigen convolutions
   use every core. 'eigen' keeps YNNPACK for the matmuls and reductions and gives
-  the convolutions to Eigen: 1.5-1.8x the CPU train step (docs/performance.md).
+  the convolutions to Eigen: 1.4-1.8x the CPU train step (docs/performance.md).
   Other backends get no options.
   """
   if cpu_convolutions not in CPU_CONVOLUTIONS:
