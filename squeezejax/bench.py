@@ -112,11 +112,13 @@ def matmul_peak_gflops(mesh, size: int = 2048, reps: int = 4, windows: int = 3) 
 # ===================================================================================
 
 
-def optimizer_config() -> ml_collections.ConfigDict:
+def optimizer_config(batch_size: int = 128, batch_splits: int = 0
+                     ) -> ml_collections.ConfigDict:
   """The trainer's config with plain SGD with momentum and weight decay."""
   config = configs.base_config()
   config.update(dict(optimizer='sgd', momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
-                     grad_clip=0.0, freeze_backbone=False, seed=0, accum_steps=1))
+                     grad_clip=0.0, freeze_backbone=False, seed=0, accum_steps=1,
+                     batch_size=batch_size, batch_splits=batch_splits))
   return config
 
 
@@ -128,8 +130,7 @@ class JaxCase:
     from squeezejax import train  # pylint: disable=g-import-not-at-top
     self.mesh = mesh
     spec, size = case.spec, case.image_size
-    config = optimizer_config()
-    config.update(dict(batch_size=case.batch_size, batch_splits=batch_splits))
+    config = optimizer_config(case.batch_size, batch_splits)
     self.splits = train.batch_splits(config, mesh)
     model = model_lib.create(spec, seed=0, dtype=DTYPES[dtype])
     graphdef, params = nnx.split(model, nnx.Param)
@@ -516,15 +517,11 @@ def main(argv: list[str]) -> int:
     if args.dtype != 'float32':
       raise UserError(f'--compare=torch with --dtype={args.dtype}: the comparison is '
                       'float32 on both sides; expected --dtype=float32')
+  from squeezejax import train  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh(args.num_devices)
-  if args.batch_splits < 0:
-    raise UserError(f'--batch_splits={args.batch_splits} is not allowed: expected an integer '
-                    '>= 0 (0 = automatic)')
   for case in cases:
-    _, per_device = parallel.check_batch(mesh, case.batch_size)
-    if args.batch_splits and per_device % args.batch_splits:
-      raise UserError(f'--batch_splits={args.batch_splits} is not allowed for batch '
-                      f'{case.batch_size}: expected a divisor of the {per_device} images per device')
+    parallel.check_batch(mesh, case.batch_size)
+    train.batch_splits(optimizer_config(case.batch_size, args.batch_splits), mesh)
 
   peak = matmul_peak_gflops(mesh, args.peak_size)
   print(f'{mesh.size} x {jax.devices()[0].device_kind}, {cpu_count()} CPU cores; '

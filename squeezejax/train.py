@@ -76,8 +76,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     bad('total_steps', 'an integer >= 1 (or num_epochs > 0)')
   if config.accum_steps < 1 or config.batch_size % config.accum_steps:
     bad('accum_steps', f'a divisor of batch_size={config.batch_size}')
-  if config.batch_splits < 0:
-    bad('batch_splits', 'an integer >= 0 (0 = automatic)')
   if not config.lr > 0:
     bad('lr', 'a number > 0')
   for key in ('log_every', 'checkpoint_every', 'keep_checkpoints'):
@@ -325,14 +323,14 @@ def make_optimizer(config, schedule, abstract_params) -> optax.GradientTransform
 
 
 def batch_splits(config, mesh) -> int:
-  """config.batch_splits, with 0 resolved: 4 on CPU where it divides the
-  micro-batch of every device, else 1."""
+  """config.batch_splits, checked, with 0 resolved: 4 on CPU where it divides
+  the micro-batch of every device, else 1."""
   per_device = config.batch_size // config.accum_steps // mesh.size
   if config.batch_splits:
-    if per_device % config.batch_splits:
+    if config.batch_splits < 0 or per_device % config.batch_splits:
       raise configs.ConfigError(
-          f'config.batch_splits={config.batch_splits} is not allowed: expected a divisor of '
-          f'the {per_device} images per device and micro-batch')
+          f'config.batch_splits={config.batch_splits} is not allowed: expected 0 (automatic) '
+          f'or a divisor of the {per_device} images per device and micro-batch')
     return config.batch_splits
   return 4 if jax.default_backend() == 'cpu' and per_device % 4 == 0 else 1
 
@@ -364,13 +362,14 @@ def make_train_step(graphdef, tx, spec: spec_lib.SqueezeNetSpec, config, image_i
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, (logits.argmax(-1) == labels).mean()
 
+  value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+
   def grad_fn(params, images, labels, dropout_key):
     """((loss, top1), grads), each the mean over `splits` sub-batches."""
     if splits == 1:
-      return jax.value_and_grad(loss_fn, has_aux=True)(params, images, labels, dropout_key)
+      return value_and_grad(params, images, labels, dropout_key)
     images, labels = _split(images, splits), _split(labels, splits)
-    parts = [jax.value_and_grad(loss_fn, has_aux=True)(
-        params, images[j], labels[j], jax.random.fold_in(dropout_key, j))
+    parts = [value_and_grad(params, images[j], labels[j], jax.random.fold_in(dropout_key, j))
              for j in range(splits)]
     return jax.tree.map(lambda *xs: sum(xs) / splits, *parts)
 
