@@ -478,7 +478,7 @@ def environment() -> dict[str, Any]:
   return {'jax': jax.__version__, 'backend': jax.default_backend(),
           'device_kind': jax.devices()[0].device_kind, 'devices': jax.device_count(),
           'cpu_count': cpu_count(), 'torch': torch_version(), 'platform': platform.platform(),
-          'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'xla_flags': os.environ.get('XLA_FLAGS', ''), 'host': parallel.configure_host(),
           'load_average': os.getloadavg() if hasattr(os, 'getloadavg') else None}
 
 

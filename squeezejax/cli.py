@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from squeezejax import parallel
 from squeezejax.errors import UserError
 
 COMMANDS = {
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f'squeezejax: error: unknown command {command!r}; expected one of '
           f'{", ".join(COMMANDS)}', file=sys.stderr)
     return 2
+  parallel.configure_host()  # before JAX starts: CPU devices, malloc
   module = importlib.import_module(COMMANDS[command][0])
   entry = getattr(module, 'eval_main' if command == 'eval' else 'main')
   try:

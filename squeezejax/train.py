@@ -323,8 +323,9 @@ def make_optimizer(config, schedule, abstract_params) -> optax.GradientTransform
 
 
 def batch_splits(config, mesh) -> int:
-  """config.batch_splits, checked, with 0 resolved: 4 on CPU where it divides
-  the micro-batch of every device, else 1."""
+  """config.batch_splits, checked, with 0 resolved: 4 where one CPU device has
+  the whole machine (and 4 divides its micro-batch), else 1. With a device per
+  core (parallel.configure_host) the devices already keep the cores busy."""
   per_device = config.batch_size // config.accum_steps // mesh.size
   if config.batch_splits:
     if config.batch_splits < 0 or per_device % config.batch_splits:
@@ -332,7 +333,8 @@ def batch_splits(config, mesh) -> int:
           f'config.batch_splits={config.batch_splits} is not allowed: expected 0 (automatic) '
           f'or a divisor of the {per_device} images per device and micro-batch')
     return config.batch_splits
-  return 4 if jax.default_backend() == 'cpu' and per_device % 4 == 0 else 1
+  single_cpu = jax.default_backend() == 'cpu' and mesh.size == 1
+  return 4 if single_cpu and per_device % 4 == 0 else 1
 
 
 def _split(x: jax.Array, k: int) -> jax.Array:

@@ -1,0 +1,67 @@
+"""parallel.configure_host (in fresh processes: it must run before JAX starts) and the
+automatic batch_splits that depends on the device count it gives."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from squeezejax import configs, parallel, train
+
+CONFIG = os.path.join(os.path.dirname(__file__), '..', 'experiments', 'fashion_mnist.py')
+
+# A 64 MiB temporary per call, allocated by XLA:CPU on a worker thread; the median
+# number of minor page faults of a call. No configure_host, no devices set: glibc
+# maps and unmaps the temporary on every call.
+PROBE = """
+import json, resource, sys
+from squeezejax import parallel
+applied = parallel.configure_host() if sys.argv[1] == 'configure' else None
+import jax, jax.numpy as jnp
+f = jax.jit(lambda x: jax.lax.optimization_barrier(jnp.cos(x) * 2)[::-1].sum())
+x = jnp.arange(2**24, dtype=jnp.float32)
+def faults(call):
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  call()
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+per_call = [faults(lambda: f(x).block_until_ready()) for _ in range(24)]
+faults = sorted(per_call[12:])[6]  # the median of the last 12: the heap grows at first
+print(json.dumps({'applied': applied, 'devices': jax.device_count(), 'faults': faults}))
+"""
+
+
+def probe(mode: str, **env) -> dict:
+  clean = {k: v for k, v in os.environ.items()
+           if k not in ('XLA_FLAGS', 'JAX_NUM_CPU_DEVICES', 'GLIBC_TUNABLES')
+           and not k.startswith('MALLOC_')}
+  out = subprocess.run([sys.executable, '-c', PROBE, mode],
+                       env={**clean, 'JAX_PLATFORMS': 'cpu', **env},
+                       capture_output=True, text=True, timeout=120, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc, Linux cores')
+def test_configure_host_gives_a_device_per_core_and_keeps_freed_memory():
+  cores = len(os.sched_getaffinity(0))
+  expected = min(1 << (cores.bit_length() - 1), parallel.MAX_AUTO_CPU_DEVICES)
+  plain, configured = probe('plain'), probe('configure')
+  assert plain['devices'] == 1 and plain['faults'] > 10_000  # 64 MiB = 16,384 pages
+  assert configured['applied'] == {'cpu_devices': expected, 'malloc_reuse': True}
+  assert configured['devices'] == expected
+  assert configured['faults'] < 1_000
+
+
+def test_configure_host_keeps_the_users_choices():
+  out = probe('configure', JAX_NUM_CPU_DEVICES='3', MALLOC_ARENA_MAX='4')
+  assert out['applied'] == {'cpu_devices': None, 'malloc_reuse': False}
+  assert out['devices'] == 3
+
+
+def test_automatic_batch_splits_follow_the_device_count():
+  config = configs.load(f'{CONFIG}:test', {'batch_size': '32', 'batch_splits': '0'})  # 8 fake CPU devices here
+  assert train.batch_splits(config, parallel.make_mesh(1)) == 4  # one device, 32 images
+  assert train.batch_splits(config, parallel.make_mesh(2)) == 1  # a device per core
+  config.batch_splits = 2
+  assert train.batch_splits(config, parallel.make_mesh(2)) == 2  # explicit wins
