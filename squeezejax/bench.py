@@ -61,13 +61,6 @@ class Case:
   batch_size: int
 
 
-def cpu_count() -> int:
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:
-    return os.cpu_count() or 1
-
-
 # ===================================================================================
 # Timing helpers
 # ===================================================================================
@@ -312,7 +305,7 @@ class TorchCase:
 
   def __init__(self, case: Case, params: dict, images: np.ndarray, labels: np.ndarray):
     import torch  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(cpu_count())
+    torch.set_num_threads(parallel.cpu_count())
     self.torch = torch
     self.module = torch_module(case.spec, params).train()
     self.optimizer = torch.optim.SGD(self.module.parameters(), lr=LEARNING_RATE,
@@ -477,7 +470,8 @@ def table(results: list[dict[str, Any]]) -> str:
 def environment() -> dict[str, Any]:
   return {'jax': jax.__version__, 'backend': jax.default_backend(),
           'device_kind': jax.devices()[0].device_kind, 'devices': jax.device_count(),
-          'cpu_count': cpu_count(), 'torch': torch_version(), 'platform': platform.platform(),
+          'cpu_count': parallel.cpu_count(), 'torch': torch_version(),
+          'platform': platform.platform(),
           'xla_flags': os.environ.get('XLA_FLAGS', ''), 'host': parallel.configure_host(),
           'load_average': os.getloadavg() if hasattr(os, 'getloadavg') else None}
 
@@ -524,7 +518,7 @@ def main(argv: list[str]) -> int:
     train.batch_splits(optimizer_config(case.batch_size, args.batch_splits), mesh)
 
   peak = matmul_peak_gflops(mesh, args.peak_size)
-  print(f'{mesh.size} x {jax.devices()[0].device_kind}, {cpu_count()} CPU cores; '
+  print(f'{mesh.size} x {jax.devices()[0].device_kind}, {parallel.cpu_count()} CPU cores; '
         f'float32 matmul peak {peak:.1f} GFLOP/s', flush=True)
   results = []
   for case in cases:

@@ -284,6 +284,8 @@ def setup_compilation_cache(cache_dir: str | None) -> None:
 def run_point(config_arg: str, overrides: dict[str, Any], run_dir: str,
               cache_dir: str | None = None) -> dict[str, Any]:
   """Trains one point in this process (the local executor and submitit jobs)."""
+  from squeezejax import parallel as parallel_lib
+  parallel_lib.configure_host()  # a submitit job is a fresh process; a no-op after the CLI's
   setup_compilation_cache(cache_dir)
   overrides = {**overrides, **_submitit_distributed_overrides()}
   config = configs.load(config_arg, overrides)

@@ -60,8 +60,17 @@ def test_configure_host_keeps_the_users_choices():
 
 
 def test_automatic_batch_splits_follow_the_device_count():
-  config = configs.load(f'{CONFIG}:test', {'batch_size': '32', 'batch_splits': '0'})  # 8 fake CPU devices here
+  # The test process has 8 fake CPU devices; meshes of 1 and 2 of them.
+  config = configs.load(f'{CONFIG}:test', {'batch_size': '32', 'batch_splits': '0'})
   assert train.batch_splits(config, parallel.make_mesh(1)) == 4  # one device, 32 images
   assert train.batch_splits(config, parallel.make_mesh(2)) == 1  # a device per core
   config.batch_splits = 2
   assert train.batch_splits(config, parallel.make_mesh(2)) == 2  # explicit wins
+
+
+def test_configure_host_leaves_accelerator_processes_alone():
+  out = subprocess.run(
+      [sys.executable, '-c', 'from squeezejax import parallel; print(parallel.configure_host())'],
+      env={**os.environ, 'JAX_PLATFORMS': 'cuda'}, capture_output=True, text=True, timeout=60,
+      check=True)
+  assert out.stdout.strip() == "{'cpu_devices': None, 'malloc_reuse': False}"
