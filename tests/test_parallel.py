@@ -22,11 +22,11 @@ applied = parallel.configure_host() if sys.argv[1] == 'configure' else None
 import jax, jax.numpy as jnp
 f = jax.jit(lambda x: jax.lax.optimization_barrier(jnp.cos(x) * 2)[::-1].sum())
 x = jnp.arange(2**24, dtype=jnp.float32)
-def faults(call):
+def page_faults(call):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   call()
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-per_call = [faults(lambda: f(x).block_until_ready()) for _ in range(24)]
+per_call = [page_faults(lambda: f(x).block_until_ready()) for _ in range(24)]
 faults = sorted(per_call[12:])[6]  # the median of the last 12: the heap grows at first
 print(json.dumps({'applied': applied, 'devices': jax.device_count(), 'faults': faults}))
 """
