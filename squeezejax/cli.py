@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import sys
 
-from squeezejax import parallel
 from squeezejax.errors import UserError
 
 COMMANDS = {
@@ -42,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f'squeezejax: error: unknown command {command!r}; expected one of '
           f'{", ".join(COMMANDS)}', file=sys.stderr)
     return 2
+  from squeezejax import parallel  # pylint: disable=g-import-not-at-top (--help stays fast)
   parallel.configure_host()  # before JAX starts: CPU devices, malloc
   module = importlib.import_module(COMMANDS[command][0])
   entry = getattr(module, 'eval_main' if command == 'eval' else 'main')
