@@ -5,28 +5,29 @@
   squeezejax bench --model=squeezenet1_0 --batch_size=64 --dtype=bfloat16
   squeezejax bench --model=squeezenet_small --image_size=28 --spec.in_channels=1  # F-MNIST
 
-For each case, in one process: the trainer's own jitted step (`train.make_train_step`,
-state donated, explicit shardings over every device) on a fixed float32 batch;
-the trainer's eval step; the compile time of both; the input pipeline alone (the
-trainer's in-memory path: host gather, prefetch, global batch, on-device
-crop_flip augmentation); and model FLOPs utilisation against a float32 matmul
-peak measured on the same devices in the same run. Every number is taken after
-compilation and ends with a device synchronisation; the host never waits on the
-device inside a timing window except at its end.
+Each case is the trainer's config (`configs.base_config()`, config.model = the
+preset, the `--spec.FIELD=VALUE` flags on config.spec, `configs.spec_from_config`)
+with plain SGD. For each, in one process: the trainer's own jitted step
+(`step.make_train_step`, state donated, explicit shardings over every device) on a
+fixed float32 batch; the trainer's eval step; the compile time of both; the input
+pipeline alone (the trainer's in-memory path: host gather, prefetch, global batch,
+on-device crop_flip augmentation); and model FLOPs utilisation against a float32
+matmul peak measured on the same devices in the same run. Every number is taken
+after compilation and ends with a device synchronisation; the host never waits on
+the device inside a timing window except at its end.
 
-With `--compare=torch` the same architecture (torchvision's module for
-squeezenet1_0/1_1, otherwise one built from the same spec) trains in PyTorch
-eager on the same images, labels and initial weights, with the same loss
-(cross-entropy) and optimizer (SGD, momentum 0.9, the same weight decay). JAX,
-PyTorch and input windows are interleaved and each figure is a median over
-windows, so a busy machine slows all of them alike; the ratio is the median of
+With `--compare=torch` the same network, `torch_reference.SqueezeNet(spec)` (the
+spec in torchvision's module tree: torchvision's own module for squeezenet1_0/1_1),
+trains in PyTorch eager (NCHW) on the same images, labels and initial weights, with
+the same loss (cross-entropy) and optimizer (SGD, momentum 0.9, the same weight
+decay). JAX, PyTorch and input windows are interleaved and each figure is a median
+over windows, so a busy machine slows all of them alike; the ratio is the median of
 per-window ratios. See docs/performance.md for results and what was tried.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import platform
@@ -38,16 +39,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 
-from squeezejax import configs, flags, parallel
+from squeezejax import cli, configs, data, parallel
 from squeezejax import model as model_lib
 from squeezejax import spec as spec_lib
+from squeezejax import step as step_lib
 from squeezejax.errors import UserError
 
 DEFAULT_CASES = (('squeezenet1_1', 224, 32), ('squeezenet_small', 32, 128))
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 LEARNING_RATE = 1e-3  # small and constant: the timed steps must not diverge
 WEIGHT_DECAY = 2e-4  # the paper's; torch's SGD(weight_decay=) adds the same L2 gradient
 MOMENTUM = 0.9
@@ -59,11 +59,10 @@ class Case:
   spec: spec_lib.SqueezeNetSpec
   image_size: int
   batch_size: int
+  config: ml_collections.ConfigDict  # the trainer's, for the step and optimizer
 
 
-# ===================================================================================
-# Timing helpers
-# ===================================================================================
+# -- Timing helpers --------------------------------------------------------------------
 
 
 def timed(run: Callable[[int], Any], steps: int, sync: Callable[[Any], Any]) -> float:
@@ -100,52 +99,58 @@ def matmul_peak_gflops(mesh, size: int = 2048, reps: int = 4, windows: int = 3) 
   return 2 * size**3 * n * reps / best / 1e9
 
 
-# ===================================================================================
-# squeezejax: the trainer's step, eval step and input path
-# ===================================================================================
+# -- squeezejax: the trainer's step, eval step and input path --------------------------
 
 
-def optimizer_config(batch_size: int = 128, batch_splits: int = 0
-                     ) -> ml_collections.ConfigDict:
-  """The trainer's config with plain SGD with momentum and weight decay."""
+def case_config(model: str, spec_flags: dict[str, str] | None = None, **fields
+                ) -> tuple[ml_collections.ConfigDict, spec_lib.SqueezeNetSpec]:
+  """The trainer's config of a case (plain SGD with momentum and weight decay at a
+  constant rate, `--spec.FIELD=VALUE` flags on config.spec, then `fields`) and its
+  network."""
   config = configs.base_config()
-  config.update(dict(optimizer='sgd', momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
-                     grad_clip=0.0, freeze_backbone=False, seed=0, accum_steps=1,
-                     batch_size=batch_size, batch_splits=batch_splits))
-  return config
+  config.update(dict(model=model, optimizer='sgd', lr=LEARNING_RATE, schedule='constant',
+                     warmup_steps=0, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
+                     grad_clip=0.0, freeze_backbone=False, seed=0, accum_steps=1))
+  config.update(fields)
+  flags = dict(spec_flags or {})
+  # num_classes and in_channels are the dataset's in a config: here they are flags too.
+  counts = {k: configs.parse_value(flags.pop(k)) for k in configs.FROM_DATASET if k in flags}
+  try:
+    configs.apply_overrides(config, {f'spec.{k}': v for k, v in flags.items()})
+  except UserError as e:  # name the flag as it was typed
+    raise UserError(str(e).replace('--config.spec.', '--spec.')) from None
+  return config, configs.spec_from_config(config, **counts)
 
 
 class JaxCase:
   """Compiled train and eval steps of one case, with their state and batch."""
 
   def __init__(self, case: Case, dtype: str, mesh, images: np.ndarray, labels: np.ndarray,
-               cpu_convolutions: str = 'eigen', batch_splits: int = 0):
-    from squeezejax import train  # pylint: disable=g-import-not-at-top
+               cpu_convolutions: str = 'eigen'):
     self.mesh = mesh
-    spec, size = case.spec, case.image_size
-    config = optimizer_config(case.batch_size, batch_splits)
-    self.splits = train.batch_splits(config, mesh)
-    model = model_lib.create(spec, seed=0, dtype=DTYPES[dtype])
+    spec, size, config = case.spec, case.image_size, case.config
+    self.splits = step_lib.batch_splits(config, mesh)
+    model = model_lib.create(spec, seed=0, dtype=step_lib.DTYPES[dtype])
     graphdef, params = nnx.split(model, nnx.Param)
     params = nnx.to_pure_dict(params)
     self.initial_params = jax.device_get(params)  # host copy: the state gets donated
-    tx = train.make_optimizer(config, optax.constant_schedule(LEARNING_RATE), params)
+    tx = step_lib.make_optimizer(config, step_lib.make_schedule(config, 1), params)
     state = {'params': params, 'opt_state': tx.init(params), 'step': jnp.int32(0)}
     shardings = parallel.state_shardings(mesh, state, fsdp=False)
     batch_sharding = parallel.batch_sharding(mesh)
-    channels = spec.in_channels
-    image_info = ('none', size, (0.5,) * channels, (0.25,) * channels)
+    # The steps take it, but apply it only to uint8 batches: this one is float32.
+    prep = data.Preprocessing(size, (0.5,) * spec.in_channels, (0.25,) * spec.in_channels)
     self.batch = parallel.global_batch(mesh, {'image': images, 'label': labels})
     self.eval_batch = parallel.global_batch(
         mesh, {'image': images, 'label': labels, 'mask': np.ones(len(labels), np.float32)})
 
     options = parallel.compiler_options(cpu_convolutions)
     train_step = jax.jit(
-        train.make_train_step(graphdef, tx, spec, config, image_info, self.splits),
+        step_lib.make_train_step(graphdef, tx, config, prep, self.splits),
         in_shardings=(shardings, batch_sharding),
         out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0,
         compiler_options=options)
-    eval_step = jax.jit(train.make_eval_step(graphdef, image_info),
+    eval_step = jax.jit(step_lib.make_eval_step(graphdef, prep),
                         in_shardings=(shardings['params'], batch_sharding),
                         out_shardings=parallel.replicated(mesh), compiler_options=options)
     with jax.set_mesh(mesh):
@@ -176,7 +181,6 @@ class InputCase:
   """The trainer's in-memory input path alone, on random uint8 images of the case's shape."""
 
   def __init__(self, case: Case, mesh, seed: int = 0):
-    from squeezejax import data, train  # pylint: disable=g-import-not-at-top
     spec, size, batch = case.spec, case.image_size, case.batch_size
     rng = np.random.default_rng(seed)
     n = 4 * batch
@@ -187,7 +191,7 @@ class InputCase:
         num_classes=spec.num_classes, class_names=tuple(map(str, range(spec.num_classes))),
         mean=(0.5,) * channels, std=(0.25,) * channels)
     self.mesh = mesh
-    self.batches = train.prefetch(train.InMemoryInput(dataset, batch, seed).batches(0))
+    self.batches = data.prefetch(data.InMemoryBatches(dataset, batch, seed)(0))
     self.augment = jax.jit(lambda images, step: data.augment(
         images, jax.random.fold_in(jax.random.key(seed), step), kind='crop_flip',
         image_size=size, mean=dataset.mean, std=dataset.std))
@@ -203,101 +207,7 @@ class InputCase:
     return out
 
 
-# ===================================================================================
-# PyTorch eager: the same architecture, loss, optimizer, inputs and initial weights
-# ===================================================================================
-
-
-def torch_module(spec: spec_lib.SqueezeNetSpec, params: dict):
-  """A torch module of `spec` holding `params` (squeezejax layout: HWIO kernels)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from squeezejax import convert, torch_reference  # pylint: disable=g-import-not-at-top
-  try:
-    version = convert.spec_version(spec)
-  except UserError:
-    version = None
-  if version is not None and spec.dropout_rate == 0.5:
-    module = torch_reference.squeezenet(version, spec.num_classes)
-    state_dict = convert.to_torchvision(spec, params)
-  else:
-    module = _spec_net_class()(spec)
-    state_dict = _spec_net_state_dict(spec, params)
-  module.load_state_dict({k: torch.from_numpy(np.array(v, np.float32))
-                          for k, v in state_dict.items()})
-  return module
-
-
-def _spec_net_state_dict(spec, params) -> dict[str, np.ndarray]:
-  out = {}
-
-  def put(prefix, node):
-    out[f'{prefix}.weight'] = np.asarray(node['kernel'], np.float32).transpose(3, 2, 0, 1)
-    out[f'{prefix}.bias'] = np.asarray(node['bias'], np.float32)
-
-  put('conv1', params['conv1'])
-  for i in range(len(spec.fires())):
-    fire = params['fires'][i]
-    for name in ('squeeze', 'expand1x1', 'expand3x3', 'bypass_conv'):
-      if fire.get(name) is not None:
-        put(f'fires.{i}.{name}', fire[name])
-  put('conv10', params['conv10'])
-  return out
-
-
-@functools.cache
-def _spec_net_class():
-  """Defined lazily so that importing this module does not import torch."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from torch import nn  # pylint: disable=g-import-not-at-top
-  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
-
-  class Fire(nn.Module):
-
-    def __init__(self, dims: spec_lib.FireDims):
-      super().__init__()
-      self.dims = dims
-      conv = lambda cin, cout, k: nn.Conv2d(cin, cout, k, padding=k // 2)
-      self.squeeze = conv(dims.in_channels, dims.s1x1, 1)
-      self.expand1x1 = conv(dims.s1x1, dims.e1x1, 1) if dims.e1x1 else None
-      self.expand3x3 = conv(dims.s1x1, dims.e3x3, 3) if dims.e3x3 else None
-      self.bypass_conv = (conv(dims.in_channels, dims.out_channels, 1)
-                          if dims.bypass == 'complex' else None)
-
-    def forward(self, x):
-      s = F.relu(self.squeeze(x))
-      branches = [F.relu(b(s)) for b in (self.expand1x1, self.expand3x3) if b is not None]
-      y = branches[0] if len(branches) == 1 else torch.cat(branches, 1)
-      if self.dims.bypass == 'simple':
-        y = y + x
-      elif self.dims.bypass == 'complex':
-        y = y + F.relu(self.bypass_conv(x))
-      return y
-
-  class SpecNet(nn.Module):
-    """The squeezejax network of any spec, NCHW, parameter names as in squeezejax."""
-
-    def __init__(self, spec: spec_lib.SqueezeNetSpec):
-      super().__init__()
-      self.spec = spec
-      c1 = spec.conv1
-      self.conv1 = nn.Conv2d(spec.in_channels, c1.filters, c1.kernel, c1.stride, c1.padding)
-      self.fires = nn.ModuleList([Fire(dims) for dims in spec.fires()])
-      self.conv10 = nn.Conv2d(spec.fires()[-1].out_channels, spec.num_classes, 1)
-
-    def forward(self, x):
-      pool = lambda v: F.max_pool2d(v, 3, 2, ceil_mode=True)
-      x = pool(F.relu(self.conv1(x)))
-      for i, fire in enumerate(self.fires):
-        x = fire(x)
-        if i in self.spec.pool_after:
-          x = pool(x)
-      x = F.dropout(x, self.spec.dropout_rate, self.training)
-      x = self.conv10(x)
-      if self.spec.conv10_relu:
-        x = F.relu(x)
-      return x.mean((2, 3))
-
-  return SpecNet
+# -- PyTorch eager: the same architecture, loss, optimizer, inputs and initial weights ---
 
 
 class TorchCase:
@@ -305,9 +215,10 @@ class TorchCase:
 
   def __init__(self, case: Case, params: dict, images: np.ndarray, labels: np.ndarray):
     import torch  # pylint: disable=g-import-not-at-top
+    from squeezejax import torch_reference  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(parallel.cpu_count())
     self.torch = torch
-    self.module = torch_module(case.spec, params).train()
+    self.module = torch_reference.from_params(case.spec, params).train()
     self.optimizer = torch.optim.SGD(self.module.parameters(), lr=LEARNING_RATE,
                                      momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
@@ -336,14 +247,12 @@ def torch_version() -> str | None:
   return torch.__version__
 
 
-# ===================================================================================
-# One case, all measurements interleaved
-# ===================================================================================
+# -- One case, all measurements interleaved --------------------------------------------
 
 
 def run_case(case: Case, *, dtype: str, compare: str, mesh, peak_gflops: float,
              windows: int, steps: int, cpu_convolutions: tuple[str, ...] = ('eigen',),
-             batch_splits: int = 0, say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+             say: Callable[[str], None] = print) -> list[dict[str, Any]]:
   """One result per `cpu_convolutions` choice, all timed in the same interleaved windows."""
   spec, size, batch = case.spec, case.image_size, case.batch_size
   rng = np.random.default_rng(0)
@@ -351,7 +260,7 @@ def run_case(case: Case, *, dtype: str, compare: str, mesh, peak_gflops: float,
   labels = rng.integers(0, spec.num_classes, batch).astype(np.int32)
 
   say(f'{case.model} {size}px batch {batch} {dtype}: compiling')
-  jax_cases = {conv: JaxCase(case, dtype, mesh, images, labels, conv, batch_splits)
+  jax_cases = {conv: JaxCase(case, dtype, mesh, images, labels, conv)
                for conv in cpu_convolutions}
   initial_params = next(iter(jax_cases.values())).initial_params
   input_case = InputCase(case, mesh)
@@ -408,47 +317,28 @@ def _result(case: Case, dtype: str, mesh, peak_gflops: float, windows: int, step
   return result
 
 
-# ===================================================================================
-# CLI
-# ===================================================================================
+# -- CLI -------------------------------------------------------------------------------
 
 
-def parse_cases(models: str, image_size: int, batch_size: int,
-                overrides: dict[str, Any]) -> list[Case]:
+def parse_cases(models: str, image_size: int, batch_size: int, spec_flags: dict[str, str],
+                batch_splits: int = 0) -> list[Case]:
   if not models:
     if image_size or batch_size:
       raise UserError('--image_size/--batch_size need --model: the default run is '
                       + ', '.join(f'{m}@{s} batch {b}' for m, s, b in DEFAULT_CASES))
-    chosen = [(m, s, b) for m, s, b in DEFAULT_CASES]
+    chosen = DEFAULT_CASES
   else:
-    chosen = []
-    for name in models.split(','):
-      layout = spec_lib.preset(name).layout
-      size = image_size or spec_lib.DEFAULT_IMAGE_SIZE[layout]
-      chosen.append((name, size, batch_size or (32 if size >= 128 else 128)))
+    chosen = [(name, image_size, batch_size) for name in models.split(',')]
   cases = []
   for name, size, batch in chosen:
-    spec = spec_lib.preset(name, **overrides)
+    config, spec = case_config(name, spec_flags, batch_splits=batch_splits)
+    size = size or spec.default_image_size
     spec.check_image_size(size)
+    config.batch_size = batch = batch or (32 if size >= 128 else 128)
     if batch < 1:
       raise UserError(f'--batch_size={batch} is not allowed: expected an integer >= 1')
-    cases.append(Case(name, spec, size, batch))
+    cases.append(Case(name, spec, size, batch, config))
   return cases
-
-
-def split_spec_overrides(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
-  """`--spec.FIELD=VALUE` metaparameter overrides (Python literals), e.g. --spec.base_e=16."""
-  from squeezejax import configs  # pylint: disable=g-import-not-at-top
-  rest, overrides = [], {}
-  for arg in argv:
-    if arg.startswith('--spec.'):
-      key, eq, value = arg[len('--spec.'):].partition('=')
-      if not eq:
-        raise UserError(f'{arg}: expected --spec.FIELD=VALUE')
-      overrides[key] = configs._parse(value)  # pylint: disable=protected-access
-    else:
-      rest.append(arg)
-  return rest, overrides
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -477,15 +367,15 @@ def environment() -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-  argv, overrides = split_spec_overrides(argv)
-  parser = flags.ArgumentParser(prog='squeezejax bench', description=__doc__.split('\n')[0])
+  argv, spec_flags = configs.split_overrides(argv, '--spec.')
+  parser = cli.ArgumentParser(prog='squeezejax bench', description=__doc__.split('\n')[0])
   parser.add_argument('--model', default='',
                       help='comma-separated presets (default: squeezenet1_1@224 b32 and '
                            'squeezenet_small@32 b128)')
   parser.add_argument('--image_size', type=int, default=0, help='0 = the layout default')
   parser.add_argument('--batch_size', type=int, default=0,
                       help='0 = 32 at >= 128 px, else 128')
-  parser.add_argument('--dtype', choices=sorted(DTYPES), default='float32',
+  parser.add_argument('--dtype', choices=configs.DTYPES, default='float32',
                       help='compute dtype (parameters stay float32)')
   parser.add_argument('--compare', choices=('none', 'torch'), default='none')
   parser.add_argument('--json', default='', help='write {"results": [...]} here')
@@ -497,25 +387,25 @@ def main(argv: list[str]) -> int:
                       help="the trainer's config.batch_splits (0 = automatic)")
   parser.add_argument('--cpu_convolutions', default='eigen',
                       help='XLA:CPU convolution library, or a comma-separated list to time '
-                           'side by side: ' + ', '.join(parallel.CPU_CONVOLUTIONS))
+                           'side by side: ' + ', '.join(configs.CPU_CONVOLUTIONS))
   args = parser.parse_args(argv)
   if args.windows < 1 or args.steps < 1 or args.peak_size < 1:
     raise UserError('--windows, --steps and --peak_size must be integers >= 1')
   convs = tuple(dict.fromkeys(args.cpu_convolutions.split(',')))
   for conv in convs:
     parallel.compiler_options(conv)  # a one-line error for a bad name
-  cases = parse_cases(args.model, args.image_size, args.batch_size, overrides)
+  cases = parse_cases(args.model, args.image_size, args.batch_size, spec_flags,
+                      args.batch_splits)
   if args.compare == 'torch':
     if torch_version() is None:
       raise UserError('--compare=torch needs PyTorch: pip install "squeezejax[bench]"')
     if args.dtype != 'float32':
       raise UserError(f'--compare=torch with --dtype={args.dtype}: the comparison is '
                       'float32 on both sides; expected --dtype=float32')
-  from squeezejax import train  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh(args.num_devices)
   for case in cases:
     parallel.check_batch(mesh, case.batch_size)
-    train.batch_splits(optimizer_config(case.batch_size, args.batch_splits), mesh)
+    step_lib.batch_splits(case.config, mesh)  # its one-line error before any compile
 
   peak = matmul_peak_gflops(mesh, args.peak_size)
   print(f'{mesh.size} x {jax.devices()[0].device_kind}, {parallel.cpu_count()} CPU cores; '
@@ -524,7 +414,7 @@ def main(argv: list[str]) -> int:
   for case in cases:
     results.extend(run_case(case, dtype=args.dtype, compare=args.compare, mesh=mesh,
                             peak_gflops=peak, windows=args.windows, steps=args.steps,
-                            cpu_convolutions=convs, batch_splits=args.batch_splits,
+                            cpu_convolutions=convs,
                             say=lambda m: print(m, flush=True)))
   print(table(results))
   if args.json:

@@ -5,6 +5,9 @@ A model directory (a training workdir, or what `squeezejax convert` writes) hold
     model.json            the SqueezeNetSpec and `meta` (preprocessing, class names)
     checkpoints/<step>/   Orbax items: params, opt_state (training only), meta (json)
 
+The trainer writes through a `Checkpointer`. Everything else reads through
+`load_model`, which opens Orbax read-only: reading never creates, deletes or
+rewrites a file, even when the newest checkpoint is damaged or being written.
 Restores go onto an abstract target (jax.ShapeDtypeStruct with shardings), so a
 checkpoint written on one mesh restores onto any other.
 """
@@ -19,28 +22,59 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from squeezejax import files
+from squeezejax import model as model_lib
 from squeezejax import spec as spec_lib
 from squeezejax.errors import UserError
 
 MODEL_JSON = 'model.json'
+CHECKPOINTS = 'checkpoints'
+VERSION = ocp.__version__
 
 
-class CheckpointError(UserError):
-  pass
+def _manager(directory: str, *, keep: int = 1, read_only: bool = False):
+  if read_only:
+    options = ocp.CheckpointManagerOptions(
+        read_only=True, create=False, save_interval_steps=0, max_to_keep=None,
+        enable_async_checkpointing=False)
+  else:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True)
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)  # Orbax warns that a read-only manager is read-only
+  try:
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  finally:
+    absl_logger.setLevel(level)
+
+
+def _restore(manager, step: int, abstract_params, abstract_opt_state=None):
+  items = dict(params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore())
+  if abstract_opt_state is not None:
+    items['opt_state'] = ocp.args.StandardRestore(abstract_opt_state)
+  out = manager.restore(step, args=ocp.args.Composite(**items))
+  return out.params, out.get('opt_state'), out.meta
+
+
+def _newest_readable(manager, abstract_params, abstract_opt_state=None):
+  """((step, params, opt_state, meta) or None, [unreadable newer steps])."""
+  damaged = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return (step, *_restore(manager, step, abstract_params, abstract_opt_state)), damaged
+    except Exception as e:  # pylint: disable=broad-except  # any damage; the older one may do
+      first = str(e).splitlines()[0][:200] if str(e) else ''
+      logging.warning('checkpoint %d in %s is unreadable (%s: %s); trying the previous one',
+                      step, manager.directory, type(e).__name__, first)
+      damaged.append(step)
+  return None, damaged
 
 
 class Checkpointer:
-  """Async, bounded checkpoints of (params, opt_state, meta) under `directory`."""
+  """The trainer's asynchronous, bounded checkpoints of (params, opt_state, meta)."""
 
   def __init__(self, directory: str, *, keep: int = 3):
-    self.directory = os.path.abspath(directory)
-    self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=True, create=True))
-
-  def all_steps(self) -> list[int]:
-    return sorted(self.manager.all_steps())
+    self.manager = _manager(directory, keep=keep)
 
   def save(self, step: int, params, opt_state, meta: dict[str, Any]) -> None:
     """Starts an asynchronous save; returns once the arrays are copied off device."""
@@ -52,31 +86,13 @@ class Checkpointer:
   def restore_latest(self, abstract_params, abstract_opt_state=None):
     """(step, params, opt_state, meta) of the newest readable checkpoint, or None.
 
-    A damaged newest checkpoint (e.g. a kill mid-write on a filesystem without
-    atomic renames) falls back to the one before it, with a warning.
+    A damaged newer checkpoint (a kill mid-write on a filesystem without atomic
+    renames) is deleted, so that the resumed run can write its step again.
     """
-    damaged = []
-    for step in reversed(self.all_steps()):
-      try:
-        restored = (step, *self.restore(step, abstract_params, abstract_opt_state))
-      except Exception as e:  # pylint: disable=broad-except
-        logging.warning('checkpoint %d in %s is unreadable (%s: %s); trying the '
-                        'previous one', step, self.directory, type(e).__name__,
-                        str(e).splitlines()[0][:200] if str(e) else '')
-        damaged.append(step)
-        continue
-      for bad in damaged:  # so that training can write these steps again
-        self.manager.delete(bad)
-      return restored
-    return None
-
-  def restore(self, step: int, abstract_params, abstract_opt_state=None):
-    items = dict(params=ocp.args.StandardRestore(abstract_params),
-                 meta=ocp.args.JsonRestore())
-    if abstract_opt_state is not None:
-      items['opt_state'] = ocp.args.StandardRestore(abstract_opt_state)
-    out = self.manager.restore(step, args=ocp.args.Composite(**items))
-    return out.params, out.get('opt_state'), out.meta
+    restored, damaged = _newest_readable(self.manager, abstract_params, abstract_opt_state)
+    for step in damaged:
+      self.manager.delete(step)
+    return restored
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -94,56 +110,60 @@ def write_model_json(directory: str, spec: spec_lib.SqueezeNetSpec, meta: dict[s
   if jax.process_index() != 0:
     return
   os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, MODEL_JSON)
-  with open(path + '.tmp', 'w') as f:
-    json.dump({'spec': spec.to_dict(), 'meta': meta}, f, indent=1)
-  os.replace(path + '.tmp', path)
+  files.write_json(os.path.join(directory, MODEL_JSON), {'spec': spec.to_dict(), 'meta': meta})
 
 
 def read_model_json(directory: str) -> tuple[spec_lib.SqueezeNetSpec, dict[str, Any]]:
   path = os.path.join(directory, MODEL_JSON)
   if not os.path.isfile(path):
-    raise CheckpointError(f'{directory!r} is not a model directory: no {MODEL_JSON} '
-                          '(expected a workdir of `squeezejax train` or `squeezejax convert`)')
-  with open(path) as f:
-    data = json.load(f)
-  return spec_lib.SqueezeNetSpec(**data['spec']), data.get('meta', {})
+    raise UserError(f'{directory!r} is not a model directory: no {MODEL_JSON} '
+                    '(expected a workdir of `squeezejax train` or `squeezejax convert`)')
+  try:
+    with open(path) as f:
+      data = json.load(f)
+    return spec_lib.SqueezeNetSpec(**data['spec']), data.get('meta', {})
+  except (ValueError, KeyError, TypeError) as e:
+    raise UserError(f'{path!r} is not a readable model.json ({type(e).__name__}: {e})') from None
 
 
 def save_model(directory: str, spec: spec_lib.SqueezeNetSpec, params, meta: dict[str, Any]) -> None:
   """Writes a model directory holding parameters only (e.g. converted weights)."""
-  if os.path.exists(os.path.join(directory, 'checkpoints')):
-    raise CheckpointError(f'{directory!r} already holds checkpoints: choose a new directory')
+  if os.path.exists(os.path.join(directory, CHECKPOINTS)):
+    raise UserError(f'{directory!r} already holds checkpoints: choose a new directory')
   write_model_json(directory, spec, meta)
-  ckpt = Checkpointer(os.path.join(directory, 'checkpoints'), keep=1)
+  ckpt = Checkpointer(os.path.join(directory, CHECKPOINTS), keep=1)
   ckpt.save(0, params, None, {'step': 0})
   ckpt.close()
 
 
-def abstract_model_params(spec: spec_lib.SqueezeNetSpec):
-  """The parameter pytree's shapes and dtypes, built without allocating it."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from squeezejax import model as model_lib  # pylint: disable=g-import-not-at-top
-  return jax.eval_shape(
-      lambda: nnx.to_pure_dict(nnx.state(model_lib.create(spec), nnx.Param)))
+def saved_steps(directory: str) -> list[int]:
+  """The steps saved in a model directory, read-only."""
+  manager = _manager(os.path.join(directory, CHECKPOINTS), read_only=True)
+  try:
+    return sorted(manager.all_steps())
+  finally:
+    manager.close()
 
 
 def load_model(directory: str, abstract_params=None):
-  """(spec, params, meta) from a model directory's newest readable checkpoint.
+  """(spec, params, meta) from a model directory's newest readable checkpoint; read-only.
 
   `abstract_params` (ShapeDtypeStructs, optionally with shardings) is the restore
   target; by default it comes from the spec, on the default device.
   """
   spec, meta = read_model_json(directory)
-  if abstract_params is None:
-    abstract_params = abstract_model_params(spec)
-  ckpt_dir = os.path.join(directory, 'checkpoints')
+  if abstract_params is None:  # not the sharding it was saved with: this process's device
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                                   model_lib.abstract_params(spec))
+  ckpt_dir = os.path.join(directory, CHECKPOINTS)
   if not os.path.isdir(ckpt_dir):
-    raise CheckpointError(f'{directory!r} has no checkpoints/ folder')
-  ckpt = Checkpointer(ckpt_dir)
-  restored = ckpt.restore_latest(abstract_params)
-  ckpt.close()
+    raise UserError(f'{directory!r} has no {CHECKPOINTS}/ folder')
+  manager = _manager(ckpt_dir, read_only=True)
+  try:
+    restored, _ = _newest_readable(manager, abstract_params)
+  finally:
+    manager.close()
   if restored is None:
-    raise CheckpointError(f'{directory!r} has no readable checkpoint')
-  _, params, _, _ = restored
-  return spec, params, meta
+    raise UserError(f'{directory!r} has no readable checkpoint')
+  return spec, restored[1], meta

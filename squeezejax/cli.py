@@ -1,15 +1,20 @@
 """`squeezejax COMMAND ...`: a dispatcher; each command's flags live beside its code.
 
 User mistakes (`UserError`) print one line and exit 2; anything else is a bug
-and keeps its traceback.
+and keeps its traceback. By default only squeezejax's own lines reach the
+terminal; `--verbose` (anywhere on the line) lets TensorFlow, TFDS and XLA speak.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import os
 import sys
 
 from squeezejax.errors import UserError
+
+VERBOSE_ENV = 'SQUEEZEJAX_VERBOSE'  # inherited by sweep jobs
 
 COMMANDS = {
     'summary': ('squeezejax.summary', 'per-layer table, parameters, size and MACs of a network'),
@@ -25,14 +30,29 @@ COMMANDS = {
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse whose errors are one line (flag, value, what is allowed) and a UserError."""
+
+  def error(self, message):
+    raise UserError(message)
+
+
+def verbose() -> bool:
+  return os.environ.get(VERBOSE_ENV, '') not in ('', '0')
+
+
 def usage() -> str:
-  lines = ['usage: squeezejax COMMAND [flags]   (squeezejax COMMAND --help)', '', 'commands:']
+  lines = ['usage: squeezejax COMMAND [flags] [--verbose]   (squeezejax COMMAND --help)', '',
+           'commands:']
   lines += [f'  {name:<9} {text}' for name, (_, text) in COMMANDS.items()]
   return '\n'.join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
+  if '--verbose' in argv or '-v' in argv:
+    argv = [a for a in argv if a not in ('--verbose', '-v')]
+    os.environ[VERBOSE_ENV] = '1'
   if not argv or argv[0] in ('-h', '--help', 'help'):
     print(usage())
     return 0

@@ -1,33 +1,57 @@
-"""Python configs: `path/to/file.py:arg` -> get_config(arg), plus `--config.a.b=v` overrides.
+"""Configs: `path/to/file.py:arg` -> get_config(arg), `--config.a.b=v` overrides, checks,
+and the one function that turns a config into a network spec.
 
 The same syntax as ml_collections' config_flags, without absl's global flag
-state, so the CLI, sweeps and tests all load configs through one function.
+state, so the CLI, sweeps and tests all load configs through `load`.
+
+Two rules keep a config honest:
+  * `config.spec.*` fields are "unset" (None) until a file or a flag sets one; a
+    set field wins over the `config.model` preset, an unset one leaves the
+    preset's value (`spec_from_config`).
+  * The duration is given once: exactly one of `total_steps` and `num_epochs`.
+    Setting one on the command line (or in a sweep point) unsets the other.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
+import math
 import os
 import sys
+import typing
+from typing import Any
 
 import ml_collections
+from ml_collections import config_dict
 
+from squeezejax import spec as spec_lib
 from squeezejax.errors import UserError
 
+OPTIMIZERS = ('sgd', 'adamw')
+SCHEDULES = ('linear', 'cosine', 'constant')
+DTYPES = ('float32', 'bfloat16')
+CPU_CONVOLUTIONS = ('eigen', 'ynnpack')
+DURATIONS = ('total_steps', 'num_epochs')
+# Spec fields the dataset decides; every other spec field is a `config.spec.*` key.
+FROM_DATASET = ('num_classes', 'in_channels')
 
-class ConfigError(UserError):
-  pass
+
+def spec_keys() -> tuple[str, ...]:
+  """The metaparameters a config may set: the spec dataclass's fields."""
+  return tuple(f.name for f in dataclasses.fields(spec_lib.SqueezeNetSpec)
+               if f.name not in FROM_DATASET)
 
 
 def base_config() -> ml_collections.ConfigDict:
   """Every field the trainer reads, with defaults; experiment files start here."""
   c = ml_collections.ConfigDict()
-  # Model: a preset from squeezejax.spec.PRESETS plus metaparameter overrides.
+  # Model: a preset of squeezejax.spec.PRESETS; `spec.*` fields override it when set.
   c.model = 'squeezenet_small'
-  c.spec = ml_collections.ConfigDict(dict(
-      base_e=128, incr_e=128, pct_3x3=0.5, freq=2, squeeze_ratio=0.125,
-      bypass='none', dropout_rate=0.5, conv10_relu=True, init='caffe'))
+  hints = typing.get_type_hints(spec_lib.SqueezeNetSpec)
+  c.spec = ml_collections.ConfigDict(
+      {k: config_dict.placeholder(hints[k]) for k in spec_keys()})
   c.dtype = 'float32'  # compute dtype; 'bfloat16' on accelerators
   # Data: see squeezejax.data.DATASETS.
   c.dataset = 'fashion_mnist'
@@ -36,14 +60,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_split = 'test'
   c.image_size = 0  # 0 = the dataset's own size
   c.augment = 'crop_flip'  # 'none' | 'crop_flip' | 'caffe' | 'inception'
-  # Duration, given once: total_steps, or num_epochs when > 0 (converted in train.py).
-  c.total_steps = 1000
-  c.num_epochs = 0.0
+  # Duration: exactly one of the two (see the module docstring).
+  c.total_steps = config_dict.placeholder(int)
+  c.num_epochs = config_dict.placeholder(float)
   c.batch_size = 128  # global, across all devices and hosts
   c.accum_steps = 1  # gradient accumulation: micro-batch = batch_size / accum_steps
   # Each micro-batch's gradient as the mean over this many independent sub-batches,
-  # which XLA:CPU runs side by side on its cores; 0 = 4 on CPU where it divides
-  # the per-device micro-batch, else 1 (docs/performance.md).
+  # which XLA:CPU runs side by side on its cores; 0 = 4 where one CPU device has the
+  # whole machine and 4 divides the per-device micro-batch, else 1.
   c.batch_splits = 0
   c.eval_batch_size = 1000
   # Optimiser.
@@ -62,8 +86,8 @@ def base_config() -> ml_collections.ConfigDict:
   # optimizer state over the same 'data' axis.
   c.fsdp = False
   c.num_devices = 0  # 0 = every device; N = the first N (one process only)
-  # XLA:CPU convolutions: 'eigen' (every core) | 'ynnpack' (XLA's default); see
-  # docs/performance.md. Ignored on GPU and TPU.
+  # XLA:CPU convolutions: 'eigen' (every core) | 'ynnpack' (XLA's default). GPUs and
+  # TPUs ignore it.
   c.cpu_convolutions = 'eigen'
   # Multi-host (jax.distributed); empty = single process.
   c.coordinator_address = ''
@@ -80,80 +104,163 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# -- loading ------------------------------------------------------------------------
+
+
 def load_module(path: str):
   if not os.path.isfile(path):
-    raise ConfigError(f'--config={path!r}: no such file')
+    raise UserError(f'--config={path!r}: no such file')
   name = 'squeezejax_config_' + os.path.splitext(os.path.basename(path))[0]
   module_spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(module_spec)
   sys.modules[name] = module
   module_spec.loader.exec_module(module)
   if not hasattr(module, 'get_config'):
-    raise ConfigError(f'--config={path!r} defines no get_config(arg)')
+    raise UserError(f'--config={path!r} defines no get_config(arg)')
   return module
 
 
-def load(config_arg: str, overrides: dict[str, str] | None = None) -> ml_collections.ConfigDict:
-  """Loads `file.py[:arg]`, applies string overrides, returns a locked ConfigDict."""
-  path, _, arg = config_arg.partition(':')
-  module = load_module(path)
+def call(module, function: str, config_arg: str):
+  """`module.function(arg)` of `FILE.py:arg`; a ValueError/KeyError there is a bad preset."""
+  arg = config_arg.partition(':')[2]
   try:
-    config = module.get_config(arg) if arg else module.get_config()
+    return getattr(module, function)(arg) if arg else getattr(module, function)()
   except UserError:
     raise
   except (KeyError, ValueError) as e:
-    raise ConfigError(f'--config={config_arg!r}: {e}') from None
+    raise UserError(f'--config={config_arg!r}: {e}') from None
+
+
+def load(config_arg: str, overrides: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """Loads `file.py[:arg]`, applies overrides, checks it; returns a locked ConfigDict."""
+  config = call(load_module(config_arg.partition(':')[0]), 'get_config', config_arg)
   config = ml_collections.ConfigDict(config) if isinstance(config, dict) else config
   config.lock()
   apply_overrides(config, overrides or {})
+  validate(config)
   return config
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, object]) -> None:
-  """Sets dotted keys; strings are parsed as Python literals where possible."""
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> None:
+  """Sets dotted keys; strings are parsed as Python literals where possible.
+
+  Setting one duration field unsets the other, so that a duration given on the
+  command line replaces the preset's whatever its unit.
+  """
+  given = [k for k in DURATIONS if k in overrides]
+  if len(given) > 1:
+    raise UserError(f'--config.total_steps and --config.num_epochs are both set: '
+                    'expected one duration')
+  for key in given:
+    other, = (k for k in DURATIONS if k != key)
+    config[other] = None
   for key, raw in overrides.items():
     *parents, leaf = key.split('.')
     node = config
     for part in parents:
       if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-        raise ConfigError(f'--config.{key}: unknown config key {part!r}')
+        raise UserError(f'--config.{key}: unknown config key {part!r}')
       node = node[part]
     if leaf not in node:
-      raise ConfigError(f'--config.{key}: unknown config key; known keys here: '
-                        f'{", ".join(sorted(node.keys()))}')
-    value = _parse(raw) if isinstance(raw, str) else raw
-    current = node[leaf]
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+      raise UserError(f'--config.{key}: unknown config key; known keys here: '
+                      f'{", ".join(sorted(node.keys()))}')
+    value = parse_value(raw) if isinstance(raw, str) else raw
+    kind = node.get_type(leaf)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
       value = float(value)
-    if isinstance(current, str) and not isinstance(value, str):
+    if kind is str and not isinstance(value, str):
       value = str(raw)
     try:
-      with node.unlocked():
-        node[leaf] = value
+      node[leaf] = value
     except (TypeError, ValueError) as e:
-      raise ConfigError(f'--config.{key}={raw!r}: expected {type(current).__name__} '
-                        f'({e})') from None
+      raise UserError(f'--config.{key}={raw!r}: expected {kind.__name__} ({e})') from None
 
 
-def _parse(raw: str):
+def parse_value(raw: str):
+  """A command-line value as a Python literal where it is one, else the string."""
   try:
     return ast.literal_eval(raw)
   except (ValueError, SyntaxError):
     return raw
 
 
-def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+def split_overrides(argv: list[str], prefix: str = '--config.'
+                    ) -> tuple[list[str], dict[str, str]]:
   """Separates `--config.key=value` (or `--config.key value`) from other arguments."""
   rest, overrides = [], {}
   it = iter(argv)
   for arg in it:
-    if arg.startswith('--config.'):
-      key, eq, value = arg[len('--config.'):].partition('=')
+    if arg.startswith(prefix):
+      key, eq, value = arg[len(prefix):].partition('=')
       if not eq:
         value = next(it, None)
         if value is None:
-          raise ConfigError(f'--config.{key} needs a value')
+          raise UserError(f'{prefix}{key} needs a value')
       overrides[key] = value
     else:
       rest.append(arg)
   return rest, overrides
+
+
+# -- checks -------------------------------------------------------------------------
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Values the config's types cannot check; each failure is one line naming the key."""
+  def bad(key, allowed):
+    raise UserError(f'config.{key}={config[key]!r} is not allowed: expected {allowed}')
+
+  for key, allowed in (('optimizer', OPTIMIZERS), ('schedule', SCHEDULES),
+                       ('dtype', DTYPES), ('cpu_convolutions', CPU_CONVOLUTIONS)):
+    if config[key] not in allowed:
+      bad(key, f'one of {", ".join(allowed)}')
+  set_durations = [k for k in DURATIONS if config[k] is not None]
+  if len(set_durations) != 1:
+    raise UserError(f'the config sets {" and ".join(set_durations) or "no duration"}: '
+                    'expected exactly one of config.total_steps and config.num_epochs')
+  if config.total_steps is not None and config.total_steps < 1:
+    bad('total_steps', 'an integer >= 1')
+  if config.num_epochs is not None and not (math.isfinite(config.num_epochs)
+                                            and config.num_epochs > 0):
+    bad('num_epochs', 'a number > 0')
+  if config.accum_steps < 1 or config.batch_size % config.accum_steps:
+    bad('accum_steps', f'a divisor of batch_size={config.batch_size}')
+  if not config.lr > 0:
+    bad('lr', 'a number > 0')
+  for key in ('batch_size', 'eval_batch_size', 'log_every', 'checkpoint_every',
+              'keep_checkpoints'):
+    if config[key] < 1:
+      bad(key, 'an integer >= 1')
+  if config.num_seeds < 1 or (config.num_seeds > 1 and config.init_from):
+    bad('num_seeds', 'an integer >= 1 (1 when fine-tuning with init_from)')
+  if config.eval_every < 0:
+    bad('eval_every', 'an integer >= 0 (0 = only at the end)')
+
+
+def total_steps(config, num_train_examples: int) -> int:
+  """The run's length in steps, from whichever duration the config sets."""
+  if config.num_epochs is not None:
+    return max(1, math.ceil(config.num_epochs * num_train_examples / config.batch_size))
+  return config.total_steps
+
+
+# -- config -> spec -------------------------------------------------------------------
+
+
+def spec_fields(config, base: spec_lib.SqueezeNetSpec | None = None) -> dict[str, Any]:
+  """The network's fields, unvalidated: `base` (else the config.model preset), with
+  every set `config.spec.*` field on top."""
+  fields = base.to_dict() if base is not None else spec_lib.preset_fields(config.model)
+  fields.update({k: v for k, v in config.spec.items() if v is not None})
+  return fields
+
+
+def spec_from_config(config, *, num_classes: int | None = None, in_channels: int | None = None,
+                     base: spec_lib.SqueezeNetSpec | None = None) -> spec_lib.SqueezeNetSpec:
+  """The one place a config becomes a network: `spec_fields` plus the dataset's class
+  and channel counts (None: the preset's). `base` is the spec of a model being fine-tuned."""
+  fields = spec_fields(config, base)
+  for key, value in zip(FROM_DATASET, (num_classes, in_channels)):
+    if value is not None:
+      fields[key] = value
+  return spec_lib.SqueezeNetSpec(**fields)

@@ -5,9 +5,12 @@
 torchvision's `squeezenet1_0` / `squeezenet1_1` are the presets of the same
 names (paper metaparameters, ReLU after conv10, ceil-mode pools), so conversion
 is a renaming plus a transpose: PyTorch convolutions are OIHW, Flax's HWIO.
+The names are those of torchvision's module tree, which `torch_reference` builds
+for any spec (bypass_conv included), so the same map serves every spec:
 
     features.0            <-> conv1
-    features.K.{squeeze, expand1x1, expand3x3}  <-> fires/i/...  (K per version)
+    features.K.{squeeze, expand1x1, expand3x3, bypass_conv}  <-> fires/i/...
+                              (K = 3 + i + the pools before fire i)
     classifier.1          <-> conv10
     weight (O, I, H, W)   <-> kernel (H, W, I, O);  bias <-> bias
 
@@ -22,16 +25,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from squeezejax import flags
+from squeezejax import cli
 from squeezejax import spec as spec_lib
 from squeezejax.errors import UserError
 
-# Index K in torchvision's `features` Sequential of fire2..fire9.
-FIRE_INDEX = {
-    '1_0': (3, 4, 5, 7, 8, 9, 10, 12),
-    '1_1': (3, 4, 6, 7, 9, 10, 11, 12),
-}
-LAYOUT = {'1_0': 'v1.0', '1_1': 'v1.1'}
+VERSIONS = {'v1.0': '1_0', 'v1.1': '1_1'}  # layout -> torchvision version
 # torchvision's ImageNet evaluation transform (ImageClassification preset).
 PREPROCESSING = {
     'kind': 'torchvision',
@@ -43,10 +41,6 @@ PREPROCESSING = {
 FILE_KINDS = ('.pth', '.pt', '.safetensors', '.npz')
 
 
-class ConvertError(UserError):
-  pass
-
-
 # -- versions and specs ---------------------------------------------------------------
 
 
@@ -54,23 +48,23 @@ def normalize_version(version: str) -> str:
   """'1_1', '1.1', 'v1.1' or 'squeezenet1_1' -> '1_1'."""
   v = str(version).strip().lower().removeprefix('squeezenet').removeprefix('v')
   v = v.replace('.', '_')
-  if v not in FIRE_INDEX:
-    raise ConvertError(f'version={version!r} is not allowed: expected 1_0 or 1_1')
+  if v not in VERSIONS.values():
+    raise UserError(f'version={version!r} is not allowed: expected 1_0 or 1_1')
   return v
 
 
 def infer_version(state_dict: Mapping[str, Any]) -> str:
   """1_0 has a 96-filter 7x7 conv1, 1_1 a 64-filter 3x3 one."""
   if 'features.0.weight' not in state_dict:
-    raise ConvertError('state_dict has no key features.0.weight: not a torchvision '
-                       'SqueezeNet (keys start with '
-                       f'{", ".join(sorted(state_dict)[:3]) or "nothing"})')
+    raise UserError('state_dict has no key features.0.weight: not a torchvision '
+                    'SqueezeNet (keys start with '
+                    f'{", ".join(sorted(state_dict)[:3]) or "nothing"})')
   shape = tuple(np.shape(state_dict['features.0.weight']))
-  for version in FIRE_INDEX:
-    if shape == _torch_shapes(torchvision_spec(version, 1))['features.0.weight']:
+  for version in VERSIONS.values():
+    if shape == torch_shapes(torchvision_spec(version, 1))['features.0.weight']:
       return version
-  raise ConvertError(f'features.0.weight has shape {shape}: expected (96, 3, 7, 7) '
-                     '(squeezenet1_0) or (64, 3, 3, 3) (squeezenet1_1)')
+  raise UserError(f'features.0.weight has shape {shape}: expected (96, 3, 7, 7) '
+                  '(squeezenet1_0) or (64, 3, 3, 3) (squeezenet1_1)')
 
 
 def torchvision_spec(version: str, num_classes: int = 1000) -> spec_lib.SqueezeNetSpec:
@@ -80,50 +74,83 @@ def torchvision_spec(version: str, num_classes: int = 1000) -> spec_lib.SqueezeN
 
 
 def spec_version(spec: spec_lib.SqueezeNetSpec) -> str:
-  """The torchvision version whose architecture `spec` is, or a ConvertError."""
-  version = {'v1.0': '1_0', 'v1.1': '1_1'}.get(spec.layout)
+  """The torchvision version whose architecture `spec` is, or a UserError."""
+  version = VERSIONS.get(spec.layout)
   if version is None:
-    raise ConvertError(f'layout={spec.layout!r} has no torchvision counterpart: '
-                       'expected v1.0 or v1.1')
+    raise UserError(f'layout={spec.layout!r} has no torchvision counterpart: '
+                    'expected v1.0 or v1.1')
   reference = torchvision_spec(version, spec.num_classes)
   if spec.fires() != reference.fires() or spec.in_channels != reference.in_channels:
-    raise ConvertError(
+    raise UserError(
         'this spec is not torchvision\'s squeezenet' + version + ' (expected the paper\'s '
         'metaparameters, bypass=none, in_channels=3); torchvision has no module for it')
   if not spec.conv10_relu:
-    raise ConvertError('conv10_relu=False: torchvision\'s squeezenet has a ReLU after '
-                       'conv10, so its logits would differ; expected conv10_relu=True')
+    raise UserError('conv10_relu=False: torchvision\'s squeezenet has a ReLU after '
+                    'conv10, so its logits would differ; expected conv10_relu=True')
   return version
 
 
-def _key_map(spec: spec_lib.SqueezeNetSpec, version: str) -> list[tuple[str, tuple]]:
-  """(torchvision module prefix, squeezejax parameter path) for every conv."""
-  pairs = [('features.0', ('conv1',))]
-  for i, k in enumerate(FIRE_INDEX[version]):
-    for name in ('squeeze', 'expand1x1', 'expand3x3'):
-      pairs.append((f'features.{k}.{name}', ('fires', i, name)))
-  pairs.append(('classifier.1', ('conv10',)))
-  return pairs
-
-
-def _torch_shapes(spec: spec_lib.SqueezeNetSpec) -> dict[str, tuple[int, ...]]:
-  """state_dict key -> shape, from the spec (the one source of channel counts)."""
-  version = {'v1.0': '1_0', 'v1.1': '1_1'}[spec.layout]
+def _convs(spec: spec_lib.SqueezeNetSpec) -> list[tuple[str, tuple, tuple[int, ...]]]:
+  """(torch module prefix, squeezejax parameter path, OIHW weight shape) of every conv,
+  in state_dict order. Fire i sits at index 3 (after conv1, ReLU, pool) + i + the pools
+  before it in `features`."""
   c1 = spec.conv1
-  convs = {'features.0': (c1.filters, spec.in_channels, c1.kernel, c1.kernel)}
-  for fire, k in zip(spec.fires(), FIRE_INDEX[version]):
-    convs[f'features.{k}.squeeze'] = (fire.s1x1, fire.in_channels, 1, 1)
-    convs[f'features.{k}.expand1x1'] = (fire.e1x1, fire.s1x1, 1, 1)
-    convs[f'features.{k}.expand3x3'] = (fire.e3x3, fire.s1x1, 3, 3)
-  convs['classifier.1'] = (spec.num_classes, spec.fires()[-1].out_channels, 1, 1)
+  convs = [('features.0', ('conv1',), (c1.filters, spec.in_channels, c1.kernel, c1.kernel))]
+  for i, fire in enumerate(spec.fires()):
+    k = 3 + i + sum(p < i for p in spec.pool_after)
+    bypass = fire.out_channels if fire.bypass == 'complex' else 0
+    for name, out, cin, size in (('squeeze', fire.s1x1, fire.in_channels, 1),
+                                 ('expand1x1', fire.e1x1, fire.s1x1, 1),
+                                 ('expand3x3', fire.e3x3, fire.s1x1, 3),
+                                 ('bypass_conv', bypass, fire.in_channels, 1)):
+      if out:  # a branch with no filters is not built
+        convs.append((f'features.{k}.{name}', ('fires', i, name), (out, cin, size, size)))
+  convs.append(('classifier.1', ('conv10',),
+                (spec.num_classes, spec.fires()[-1].out_channels, 1, 1)))
+  return convs
+
+
+def torch_shapes(spec: spec_lib.SqueezeNetSpec) -> dict[str, tuple[int, ...]]:
+  """The torch twin's state_dict key -> shape, in order, from the spec."""
   shapes = {}
-  for prefix, shape in convs.items():
+  for prefix, _, shape in _convs(spec):
     shapes[f'{prefix}.weight'] = shape
     shapes[f'{prefix}.bias'] = shape[:1]
   return shapes
 
 
 # -- conversion ----------------------------------------------------------------------
+
+
+def from_torch_state_dict(spec: spec_lib.SqueezeNetSpec, state_dict: Mapping[str, Any],
+                          what: str = 'this spec') -> dict:
+  """squeezejax parameters (a pure dict) from a state_dict of the torch twin of `spec`."""
+  state_dict = {k: _to_numpy(v) for k, v in state_dict.items()}
+  _check_keys_and_shapes(state_dict, torch_shapes(spec), what)
+  params: dict = {}
+  for prefix, path, _ in _convs(spec):
+    node = params
+    for part in path[:-1]:
+      node = node.setdefault(part, {})
+    node[path[-1]] = {
+        'kernel': state_dict[f'{prefix}.weight'].astype(np.float32).transpose(2, 3, 1, 0),
+        'bias': state_dict[f'{prefix}.bias'].astype(np.float32)}
+  return params
+
+
+def to_torch_state_dict(spec: spec_lib.SqueezeNetSpec, params: Mapping,
+                        what: str = 'this spec') -> dict[str, np.ndarray]:
+  """The torch twin's state_dict (numpy float32 arrays) of squeezejax parameters."""
+  state_dict = {}
+  for prefix, path, _ in _convs(spec):
+    node = params
+    for part in path:
+      node = node[part]
+    # Copies, so that torch.from_numpy gets writable arrays even from JAX ones.
+    state_dict[f'{prefix}.weight'] = np.array(node['kernel'], np.float32).transpose(3, 2, 0, 1)
+    state_dict[f'{prefix}.bias'] = np.array(node['bias'], np.float32)
+  _check_keys_and_shapes(state_dict, torch_shapes(spec), what)
+  return state_dict
 
 
 def from_torchvision(state_dict: Mapping[str, Any], version: str | None = None
@@ -137,41 +164,21 @@ def from_torchvision(state_dict: Mapping[str, Any], version: str | None = None
   found = infer_version(state_dict)
   version = normalize_version(version) if version else found
   if version != found:  # say so before listing the 1_0/1_1 key differences
-    expected = _torch_shapes(torchvision_spec(version, 1))['features.0.weight']
-    raise ConvertError(
+    expected = torch_shapes(torchvision_spec(version, 1))['features.0.weight']
+    raise UserError(
         f'features.0.weight has shape {tuple(state_dict["features.0.weight"].shape)} but '
         f'squeezenet{version} expects {expected}: this is a squeezenet{found} state_dict, '
         f'use --version={found}')
   if 'classifier.1.weight' not in state_dict:
-    raise ConvertError(f'state_dict for squeezenet{version} is missing key '
-                       'classifier.1.weight (the final 1x1 conv)')
-  num_classes = int(state_dict['classifier.1.weight'].shape[0])
-  spec = torchvision_spec(version, num_classes)
-  _check_keys_and_shapes(state_dict, _torch_shapes(spec), f'squeezenet{version}')
-  params: dict = {}
-  for prefix, path in _key_map(spec, version):
-    weight = state_dict[f'{prefix}.weight'].astype(np.float32)
-    leaf = {'kernel': weight.transpose(2, 3, 1, 0),  # OIHW -> HWIO
-            'bias': state_dict[f'{prefix}.bias'].astype(np.float32)}
-    node = params
-    for part in path[:-1]:
-      node = node.setdefault(part, {})
-    node[path[-1]] = leaf
-  return spec, params
+    raise UserError(f'state_dict for squeezenet{version} is missing key '
+                    'classifier.1.weight (the final 1x1 conv)')
+  spec = torchvision_spec(version, int(state_dict['classifier.1.weight'].shape[0]))
+  return spec, from_torch_state_dict(spec, state_dict, f'squeezenet{version}')
 
 
 def to_torchvision(spec: spec_lib.SqueezeNetSpec, params: Mapping) -> dict[str, np.ndarray]:
   """A torchvision state_dict (numpy float32 arrays) from squeezejax parameters."""
-  version = spec_version(spec)
-  state_dict = {}
-  for prefix, path in _key_map(spec, version):
-    node = params
-    for part in path:
-      node = node[part]
-    state_dict[f'{prefix}.weight'] = np.asarray(node['kernel'], np.float32).transpose(3, 2, 0, 1)
-    state_dict[f'{prefix}.bias'] = np.asarray(node['bias'], np.float32)
-  _check_keys_and_shapes(state_dict, _torch_shapes(spec), f'squeezenet{version}')
-  return state_dict
+  return to_torch_state_dict(spec, params, f'squeezenet{spec_version(spec)}')
 
 
 def _check_keys_and_shapes(state_dict: Mapping[str, np.ndarray],
@@ -179,15 +186,15 @@ def _check_keys_and_shapes(state_dict: Mapping[str, np.ndarray],
   missing = [k for k in expected if k not in state_dict]
   unexpected = [k for k in state_dict if k not in expected]
   if missing:
-    raise ConvertError(f'state_dict for {what} is missing {len(missing)} key(s): '
-                       f'{_few(missing)}')
+    raise UserError(f'state_dict for {what} is missing {len(missing)} key(s): '
+                    f'{_few(missing)}')
   if unexpected:
-    raise ConvertError(f'state_dict for {what} has {len(unexpected)} unexpected key(s): '
-                       f'{_few(unexpected)}')
+    raise UserError(f'state_dict for {what} has {len(unexpected)} unexpected key(s): '
+                    f'{_few(unexpected)}')
   for key, shape in expected.items():
     if tuple(state_dict[key].shape) != shape:
-      raise ConvertError(f'{key} has shape {tuple(state_dict[key].shape)} but {what} '
-                         f'expects {shape}')
+      raise UserError(f'{key} has shape {tuple(state_dict[key].shape)} but {what} '
+                      f'expects {shape}')
 
 
 def _few(keys: list[str], n: int = 4) -> str:
@@ -206,11 +213,11 @@ def _to_numpy(value) -> np.ndarray:
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
   """A state_dict of numpy arrays from .pth/.pt (PyTorch), .safetensors or .npz."""
   if not os.path.isfile(path):
-    raise ConvertError(f'{path!r}: no such file')
+    raise UserError(f'{path!r}: no such file')
   ext = os.path.splitext(path)[1].lower()
   if ext not in FILE_KINDS:
-    raise ConvertError(f'{path!r}: unknown weight file type {ext!r}: expected one of '
-                       f'{", ".join(FILE_KINDS)}')
+    raise UserError(f'{path!r}: unknown weight file type {ext!r}: expected one of '
+                    f'{", ".join(FILE_KINDS)}')
   try:
     if ext == '.safetensors':
       from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
@@ -219,32 +226,32 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
       with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
     return _load_torch(path)
-  except ConvertError:
+  except UserError:
     raise
   except ImportError as e:
-    raise ConvertError(f'{path!r}: reading {ext} files needs {e.name}; install '
-                       '"squeezejax[torch]"') from None
+    raise UserError(f'{path!r}: reading {ext} files needs {e.name}; install '
+                    '"squeezejax[torch]"') from None
   except Exception as e:  # pylint: disable=broad-except
     # Truncated or foreign files raise many different types; all are user input.
-    raise ConvertError(f'{path!r} is not a readable {ext} weight file '
-                       f'({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ""})'
-                       ) from None
+    raise UserError(f'{path!r} is not a readable {ext} weight file '
+                    f'({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ""})'
+                    ) from None
 
 
 def _load_torch(path: str) -> dict[str, np.ndarray]:
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise ConvertError(f'{path!r}: reading .pth/.pt files needs PyTorch; install '
-                       '"squeezejax[torch]", or save the state_dict as .safetensors '
-                       'or .npz') from None
+    raise UserError(f'{path!r}: reading .pth/.pt files needs PyTorch; install '
+                    '"squeezejax[torch]", or save the state_dict as .safetensors '
+                    'or .npz') from None
   # weights_only: never execute pickled code from a downloaded file.
   obj = torch.load(path, map_location='cpu', weights_only=True)
   if isinstance(obj, Mapping) and isinstance(obj.get('state_dict'), Mapping):
     obj = obj['state_dict']  # a training checkpoint wrapping the weights
   if not isinstance(obj, Mapping):
-    raise ConvertError(f'{path!r} holds a {type(obj).__name__}, not a state_dict: '
-                       'save model.state_dict() instead of the model')
+    raise UserError(f'{path!r} holds a {type(obj).__name__}, not a state_dict: '
+                    'save model.state_dict() instead of the model')
   # nn.DataParallel prefixes every key with 'module.'.
   if obj and all(k.startswith('module.') for k in obj):
     obj = {k[len('module.'):]: v for k, v in obj.items()}
@@ -264,23 +271,11 @@ def save_state_dict(state_dict: Mapping[str, np.ndarray], path: str) -> None:
     import torch  # pylint: disable=g-import-not-at-top
     torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, path)
   else:
-    raise ConvertError(f'{path!r}: unknown weight file type {ext!r}: expected one of '
-                       f'{", ".join(FILE_KINDS)}')
+    raise UserError(f'{path!r}: unknown weight file type {ext!r}: expected one of '
+                    f'{", ".join(FILE_KINDS)}')
 
 
 # -- models ----------------------------------------------------------------------------
-
-
-def build_model(spec: spec_lib.SqueezeNetSpec, params: Mapping):
-  """A SqueezeNet NNX module holding `params` (a pure dict), without a random init."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from squeezejax import model as model_lib  # pylint: disable=g-import-not-at-top
-  abstract = nnx.eval_shape(lambda: model_lib.create(spec))
-  graphdef, state = nnx.split(abstract)
-  state = jax.tree.map(lambda x: x, state)  # a copy we may fill in
-  nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, dict(params)))
-  return nnx.merge(graphdef, state)
 
 
 def torchvision_model(state_dict_or_path, version: str | None = None):
@@ -291,8 +286,8 @@ def torchvision_model(state_dict_or_path, version: str | None = None):
   """
   state_dict = (load_state_dict(state_dict_or_path)
                 if isinstance(state_dict_or_path, (str, os.PathLike)) else state_dict_or_path)
-  spec, params = from_torchvision(state_dict, version)
-  return build_model(spec, params)
+  from squeezejax import model  # pylint: disable=g-import-not-at-top (JAX only here)
+  return model.from_params(*from_torchvision(state_dict, version))
 
 
 def new_head(spec: spec_lib.SqueezeNetSpec, params: dict, num_classes: int, seed: int = 0
@@ -315,13 +310,13 @@ def new_head(spec: spec_lib.SqueezeNetSpec, params: dict, num_classes: int, seed
 def read_class_names(path: str) -> list[str]:
   """One class name per line (blank lines ignored)."""
   if not os.path.isfile(path):
-    raise ConvertError(f'--class_names={path!r}: no such file')
+    raise UserError(f'--class_names={path!r}: no such file')
   with open(path, encoding='utf-8') as f:
     return [line.strip() for line in f if line.strip()]
 
 
 def main(argv: list[str]) -> int:
-  parser = flags.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog='squeezejax convert',
       description='torchvision SqueezeNet weights -> a squeezejax model directory '
                   '(usable by train --config.init_from, eval, predict, export, finetune).')
@@ -339,8 +334,8 @@ def main(argv: list[str]) -> int:
   from squeezejax import checkpoint  # pylint: disable=g-import-not-at-top
 
   if os.path.exists(os.path.join(args.out, checkpoint.MODEL_JSON)):
-    raise ConvertError(f'--out={args.out!r} already holds a model: expected a new or '
-                       'empty directory')
+    raise UserError(f'--out={args.out!r} already holds a model: expected a new or '
+                    'empty directory')
   state_dict = load_state_dict(args.source)
   spec, params = from_torchvision(state_dict, args.version)
   version = spec_version(spec)
@@ -349,14 +344,14 @@ def main(argv: list[str]) -> int:
   head = 'imported'
   if args.num_classes is not None and args.num_classes != spec.num_classes:
     if args.num_classes < 1:
-      raise ConvertError(f'--num_classes={args.num_classes}: expected an integer >= 1')
+      raise UserError(f'--num_classes={args.num_classes}: expected an integer >= 1')
     spec, params = new_head(spec, params, args.num_classes)
     head = 'new'
     print(f'conv10 replaced by a new {args.num_classes}-class head (fine-tune it before use)')
   class_names = read_class_names(args.class_names) if args.class_names else None
   if class_names is not None and len(class_names) != spec.num_classes:
-    raise ConvertError(f'--class_names={args.class_names!r} has {len(class_names)} names '
-                       f'but the model has {spec.num_classes} classes')
+    raise UserError(f'--class_names={args.class_names!r} has {len(class_names)} names '
+                    f'but the model has {spec.num_classes} classes')
   meta = {
       'source': f'torchvision squeezenet{version}: {os.path.abspath(args.source)}',
       'head': head,

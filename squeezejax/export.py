@@ -22,14 +22,13 @@ logits compared with JAX's; the file's size is printed next to the paper's
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from typing import Any, Callable
 
 import numpy as np
 
-from squeezejax import flags
+from squeezejax import cli, files
 from squeezejax import spec as spec_lib
 from squeezejax.errors import UserError
 
@@ -38,14 +37,11 @@ QUANTIZE = ('none', 'float16', 'int8')
 PAPER_SIZE_MB = 4.8  # SqueezeNet v1.0, float32 (Table 2)
 
 
-class ExportError(UserError):
-  pass
-
 
 def logits_fn(spec: spec_lib.SqueezeNetSpec, params) -> Callable:
   """images (NHWC float32) -> logits, with the parameters baked in as constants."""
-  from squeezejax import convert  # pylint: disable=g-import-not-at-top
-  model = convert.build_model(spec, params)
+  from squeezejax import model as model_lib  # pylint: disable=g-import-not-at-top
+  model = model_lib.from_params(spec, params)
   return lambda images: model(images)  # no dropout key: inference
 
 
@@ -71,8 +67,8 @@ def to_stablehlo(fn: Callable, shape: tuple[int, int, int]) -> bytes:
 def to_tflite(fn: Callable, shape: tuple[int, int, int], quantize: str = 'none') -> bytes:
   """A TFLite flatbuffer (builtin ops only) for one image per call."""
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
-  from squeezejax.data import core as data_core  # pylint: disable=g-import-not-at-top
-  tf = data_core.tensorflow()  # TensorFlow kept off accelerators
+  from squeezejax import data  # pylint: disable=g-import-not-at-top
+  tf = data.tensorflow()  # TensorFlow kept off accelerators
   h, w, c = shape
   tf_fn = tf.function(
       jax2tf.convert(fn, with_gradient=False),
@@ -89,8 +85,8 @@ def to_tflite(fn: Callable, shape: tuple[int, int, int], quantize: str = 'none')
 
 def run_tflite(model: bytes | str, images: np.ndarray) -> np.ndarray:
   """Logits of a TFLite model (bytes or path) for a batch of NHWC images."""
-  from squeezejax.data import core as data_core  # pylint: disable=g-import-not-at-top
-  tf = data_core.tensorflow()
+  from squeezejax import data  # pylint: disable=g-import-not-at-top
+  tf = data.tensorflow()
   with warnings.catch_warnings():  # tf.lite.Interpreter's LiteRT deprecation notice
     warnings.simplefilter('ignore')
     if isinstance(model, str):
@@ -118,18 +114,17 @@ def export(spec: spec_lib.SqueezeNetSpec, params, meta: dict, out: str, *,
            image_size: int | None = None, check_batch: int = 2) -> dict[str, Any]:
   """Writes `out` and `out.json`; returns sizes and the parity check against JAX."""
   if format not in FORMATS:
-    raise ExportError(f'--format={format!r} is not allowed: expected one of {", ".join(FORMATS)}')
+    raise UserError(f'--format={format!r} is not allowed: expected one of {", ".join(FORMATS)}')
   if quantize not in QUANTIZE:
-    raise ExportError(f'--quantize={quantize!r} is not allowed: expected one of '
+    raise UserError(f'--quantize={quantize!r} is not allowed: expected one of '
                       f'{", ".join(QUANTIZE)}')
   if format == 'stablehlo' and quantize != 'none':
-    raise ExportError(f'--quantize={quantize!r} is only for --format=tflite')
+    raise UserError(f'--quantize={quantize!r} is only for --format=tflite')
   shape = input_shape(spec, meta, image_size)
   fn = logits_fn(spec, params)
   blob = to_tflite(fn, shape, quantize) if format == 'tflite' else to_stablehlo(fn, shape)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, 'wb') as f:
-    f.write(blob)
+  files.write_atomic(out, blob)
   sidecar = {
       'format': format, 'quantize': quantize,
       'input': [1 if format == 'tflite' else 'batch', *shape],
@@ -137,8 +132,7 @@ def export(spec: spec_lib.SqueezeNetSpec, params, meta: dict, out: str, *,
       'preprocessing': meta.get('preprocessing'), 'class_names': meta.get('class_names'),
       'spec': spec.to_dict(),
   }
-  with open(out + '.json', 'w') as f:
-    json.dump(sidecar, f, indent=1)
+  files.write_json(out + '.json', sidecar)
 
   # Parity on seeded images drawn like normalised inputs.
   images = np.random.default_rng(0).standard_normal((check_batch, *shape)).astype(np.float32)
@@ -166,7 +160,7 @@ def describe(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-  parser = flags.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog='squeezejax export', description='Export a model directory for deployment.')
   parser.add_argument('--checkpoint', required=True,
                       help='model directory (train workdir or convert output)')
@@ -178,7 +172,7 @@ def main(argv: list[str]) -> int:
                       help='input side (default: the model directory\'s preprocessing)')
   args = parser.parse_args(argv)
   if args.format not in FORMATS:  # before loading anything
-    raise ExportError(f'--format={args.format!r} is not allowed: expected one of '
+    raise UserError(f'--format={args.format!r} is not allowed: expected one of '
                       f'{", ".join(FORMATS)}')
   from squeezejax import checkpoint  # pylint: disable=g-import-not-at-top
   spec, params, meta = checkpoint.load_model(args.checkpoint)

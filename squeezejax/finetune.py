@@ -17,22 +17,18 @@ still be set with `--config.FIELD=VALUE`.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import numpy as np
 
+from squeezejax import cli, files
 from squeezejax import configs
-from squeezejax import flags
 from squeezejax.errors import UserError
 
 REPORT_JSON = 'finetune_report.json'
 CONFUSION_PNG = 'confusion_matrix.png'
 
-
-class FinetuneError(UserError):
-  pass
 
 
 def finetune_config(init: str, data_path: str, *, freeze_backbone: bool = False,
@@ -42,17 +38,18 @@ def finetune_config(init: str, data_path: str, *, freeze_backbone: bool = False,
   """The trainer config of one fine-tuning run (a locked ConfigDict).
 
   AdamW with a short warm-up and cosine decay: the usual transfer-learning
-  recipe (the paper's SGD schedule is for 170k steps from scratch).
+  recipe (the paper's SGD schedule is for 170k steps from scratch). The network
+  is the init model's spec; `config.spec.*` fields change it only where set.
   `conv10_relu=None` keeps the init model's head, except that a new head
   (different class count) drops the ReLU: a freshly initialised N(0, 0.01)
-  conv10 with a ReLU can leave classes dead (DESIGN.md, section 4).
+  conv10 with a ReLU can leave classes dead (README, "10-class training").
   """
   from squeezejax import checkpoint  # pylint: disable=g-import-not-at-top
   from squeezejax import data  # pylint: disable=g-import-not-at-top
   init_spec, init_meta = checkpoint.read_model_json(init)
   folder = data.open_folder(os.path.expanduser(data_path))
-  if conv10_relu is None:
-    conv10_relu = init_spec.conv10_relu and len(folder.classes) == init_spec.num_classes
+  if conv10_relu is None and len(folder.classes) != init_spec.num_classes:
+    conv10_relu = False
   c = configs.base_config()
   c.init_from = init
   c.freeze_backbone = freeze_backbone
@@ -60,13 +57,13 @@ def finetune_config(init: str, data_path: str, *, freeze_backbone: bool = False,
   c.train_split, c.eval_split = 'train', 'test'
   c.image_size = image_size or int(init_meta.get('preprocessing', {}).get('image_size') or
                                    init_spec.default_image_size)
-  c.spec.conv10_relu = bool(conv10_relu)
-  c.spec.dropout_rate = init_spec.dropout_rate
+  if conv10_relu is not None:
+    c.spec.conv10_relu = bool(conv10_relu)
   c.augment = 'crop_flip'
   c.optimizer, c.schedule, c.lr = 'adamw', 'cosine', lr
   c.momentum = 0.9
   c.weight_decay = 1e-4
-  c.total_steps, c.num_epochs = steps, 0.0
+  c.total_steps = steps
   c.warmup_steps = min(50, steps // 10)
   c.batch_size = batch_size
   c.eval_batch_size = batch_size
@@ -92,30 +89,14 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 def predictions(workdir: str, dataset: str, split: str, batch_size: int = 64
                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
   """(labels, predicted labels, class names) of a trained model on a split."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from squeezejax import checkpoint  # pylint: disable=g-import-not-at-top
-  from squeezejax import convert  # pylint: disable=g-import-not-at-top
-  from squeezejax import data  # pylint: disable=g-import-not-at-top
-  from squeezejax import parallel  # pylint: disable=g-import-not-at-top
+  from squeezejax import checkpoint, data, predict  # pylint: disable=g-import-not-at-top
   spec, params, meta = checkpoint.load_model(workdir)
   pre = meta['preprocessing']
   split_data = data.load_arrays(dataset, split, image_size=pre['image_size'])
-  graphdef, state = nnx.split(convert.build_model(spec, params))
-
-  def predict(state, images):
-    x = data.preprocess(images, image_size=pre['image_size'], mean=pre['mean'], std=pre['std'])
-    return nnx.merge(graphdef, state)(x).argmax(-1)
-
-  predict = jax.jit(predict, compiler_options=parallel.compiler_options())
-
-  images, out = split_data.images, []
-  for start in range(0, len(images), batch_size):  # pad the last batch: one compile
-    chunk = images[start:start + batch_size]
-    pad = np.zeros((batch_size - len(chunk), *chunk.shape[1:]), chunk.dtype)
-    out.append(np.asarray(predict(state, np.concatenate([chunk, pad])))[:len(chunk)])
+  prep = data.Preprocessing(pre['image_size'], tuple(pre['mean']), tuple(pre['std']))
+  logits = predict.logits(spec, params, split_data.images, batch_size, prepare=prep.eval)
   names = list(meta.get('class_names') or split_data.class_names)
-  return split_data.labels, np.concatenate(out), names
+  return split_data.labels, logits.argmax(-1), names
 
 
 def report(labels: np.ndarray, predicted: np.ndarray, class_names: list[str]) -> dict[str, Any]:
@@ -144,30 +125,6 @@ def format_report(result: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-def plot_confusion(result: dict[str, Any], path: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  counts = np.asarray(result['confusion_matrix'])
-  names = result['class_names']
-  n = len(names)
-  fig, ax = plt.subplots(figsize=(2 + 0.6 * n, 1.6 + 0.6 * n))
-  ax.imshow(counts, cmap='Blues')
-  ax.set_xticks(range(n), names, rotation=45, ha='right')
-  ax.set_yticks(range(n), names)
-  ax.set_xlabel('predicted')
-  ax.set_ylabel('true')
-  ax.set_title(f'test accuracy {result["accuracy"]:.1%}')
-  if n <= 30:
-    for i in range(n):
-      for j in range(n):
-        ax.text(j, i, int(counts[i, j]), ha='center', va='center',
-                color='white' if counts[i, j] > counts.max() / 2 else 'black')
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-
-
 def finetune(config, workdir: str) -> dict[str, Any]:
   """Trains with `config`, then writes and returns the held-out evaluation report."""
   from squeezejax import train  # pylint: disable=g-import-not-at-top
@@ -175,15 +132,15 @@ def finetune(config, workdir: str) -> dict[str, Any]:
   labels, predicted, names = predictions(workdir, config.dataset, config.eval_split)
   result = report(labels, predicted, names)
   result['train_result'] = {k: train_result.get(k) for k in ('top1', 'top5', 'steps', 'wall_s')}
-  with open(os.path.join(workdir, REPORT_JSON), 'w') as f:
-    json.dump(result, f, indent=1)
-  plot_confusion(result, os.path.join(workdir, CONFUSION_PNG))
+  files.write_json(os.path.join(workdir, REPORT_JSON), result)
+  from squeezejax import report as report_lib  # pylint: disable=g-import-not-at-top (matplotlib)
+  report_lib.confusion_figure(result, os.path.join(workdir, CONFUSION_PNG))
   return result
 
 
 def main(argv: list[str]) -> int:
   argv, overrides = configs.split_overrides(argv)
-  parser = flags.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog='squeezejax finetune', description='Fine-tune a model directory on an image folder.')
   parser.add_argument('--init', required=True,
                       help='model directory to start from (convert output or train workdir)')
@@ -201,11 +158,11 @@ def main(argv: list[str]) -> int:
   args = parser.parse_args(argv)
   for name in ('steps', 'batch_size'):
     if getattr(args, name) < 1:
-      raise FinetuneError(f'--{name}={getattr(args, name)}: expected an integer >= 1')
+      raise UserError(f'--{name}={getattr(args, name)}: expected an integer >= 1')
   from squeezejax import data  # pylint: disable=g-import-not-at-top
   folder = data.open_folder(os.path.expanduser(args.data))
   if len(folder.classes) != args.num_classes:
-    raise FinetuneError(
+    raise UserError(
         f'--num_classes={args.num_classes} but {args.data!r} has {len(folder.classes)} '
         f'class folders ({", ".join(folder.classes[:6])}{", ..." if len(folder.classes) > 6 else ""})')
   config = finetune_config(args.init, args.data, freeze_backbone=args.freeze_backbone,

@@ -20,10 +20,10 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from squeezejax.configs import CPU_CONVOLUTIONS
 from squeezejax.errors import UserError
 
 DATA = 'data'
-CPU_CONVOLUTIONS = ('eigen', 'ynnpack')
 
 
 MAX_AUTO_CPU_DEVICES = 8

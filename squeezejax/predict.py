@@ -14,18 +14,15 @@ code is 1 if any failed.
 from __future__ import annotations
 
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from squeezejax import flags
+from squeezejax import cli, data
 from squeezejax.errors import UserError
 
 BATCH = 32  # images per compiled call; the last batch is padded to keep one shape
 
-
-class PredictError(UserError):
-  pass
 
 
 # -- images ----------------------------------------------------------------------------
@@ -38,9 +35,9 @@ def load_image(path: str, preprocessing: dict[str, Any], channels: int = 3) -> n
     with Image.open(path) as image:
       image = image.convert('L' if channels == 1 else 'RGB')
   except FileNotFoundError:
-    raise PredictError('no such file') from None
+    raise UserError('no such file') from None
   except (UnidentifiedImageError, OSError, ValueError) as e:
-    raise PredictError(f'not a readable image ({type(e).__name__}: {e})') from None
+    raise UserError(f'not a readable image ({type(e).__name__}: {e})') from None
   return preprocess(image, preprocessing)
 
 
@@ -61,12 +58,12 @@ def preprocess(image, preprocessing: dict[str, Any]) -> np.ndarray:
     image = image.crop((left, top, left + size, top + size))
   else:
     image = image.resize((size, size), Image.BILINEAR)
-  x = np.asarray(image, np.float32) / 255.0
+  x = np.asarray(image, np.float32)
   if x.ndim == 2:
     x = x[:, :, None]
   mean = np.asarray(preprocessing.get('mean', [0.0]), np.float32)
   std = np.asarray(preprocessing.get('std', [1.0]), np.float32)
-  return (x - mean) / std
+  return data.normalize(x, mean, std)
 
 
 # -- prediction --------------------------------------------------------------------------
@@ -79,22 +76,25 @@ def class_names(meta: dict[str, Any], num_classes: int) -> list[str]:
   return [f'class_{i}' for i in range(num_classes)]
 
 
-def probabilities(model, images: np.ndarray) -> np.ndarray:
-  """Softmax of the logits, in fixed-size batches so that XLA compiles once."""
+def logits(spec, params, images: np.ndarray, batch_size: int = BATCH,
+           prepare: Callable | None = None) -> np.ndarray:
+  """The model's logits for host images, in fixed-size padded batches so that XLA
+  compiles once; `prepare` (e.g. `data.Preprocessing.eval`) runs on the device first."""
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from squeezejax import parallel  # pylint: disable=g-import-not-at-top
-  graphdef, state = nnx.split(model)
-  fn = jax.jit(lambda s, x: jax.nn.softmax(nnx.merge(graphdef, s)(x), axis=-1),
+  from squeezejax import model as model_lib, parallel  # pylint: disable=g-import-not-at-top
+  graphdef, state = nnx.split(model_lib.from_params(spec, params))
+  prepare = prepare or (lambda x: x)
+  fn = jax.jit(lambda s, x: nnx.merge(graphdef, s)(prepare(x)),
                compiler_options=parallel.compiler_options())
-  batch = min(BATCH, len(images))
-  out = []
-  for start in range(0, len(images), batch):
-    chunk = images[start:start + batch]
-    padded = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]),
-                                             chunk.dtype)])
-    out.append(np.asarray(fn(state, padded))[:len(chunk)])
+  out = [np.asarray(fn(state, b['image']))[b['mask'] > 0]
+         for b in data.padded_batches({'image': images}, min(batch_size, len(images)))]
   return np.concatenate(out)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
 
 
 def top_k(probs: np.ndarray, k: int, names: Sequence[str]) -> list[tuple[str, float]]:
@@ -103,7 +103,7 @@ def top_k(probs: np.ndarray, k: int, names: Sequence[str]) -> list[tuple[str, fl
 
 
 def main(argv: list[str]) -> int:
-  parser = flags.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog='squeezejax predict', description='Top-k classes of images from a model directory.')
   parser.add_argument('--checkpoint', required=True,
                       help='model directory (train workdir or convert output)')
@@ -111,9 +111,8 @@ def main(argv: list[str]) -> int:
   parser.add_argument('images', nargs='+', help='image files (any format PIL reads)')
   args = parser.parse_args(argv)
   if args.top_k < 1:
-    raise PredictError(f'--top_k={args.top_k}: expected an integer >= 1')
+    raise UserError(f'--top_k={args.top_k}: expected an integer >= 1')
   from squeezejax import checkpoint  # pylint: disable=g-import-not-at-top
-  from squeezejax import convert  # pylint: disable=g-import-not-at-top
   spec, params, meta = checkpoint.load_model(args.checkpoint)
   preprocessing = meta.get('preprocessing') or {'image_size': spec.default_image_size}
   names = class_names(meta, spec.num_classes)
@@ -122,11 +121,11 @@ def main(argv: list[str]) -> int:
   for path in args.images:
     try:
       loaded.append((path, load_image(path, preprocessing, spec.in_channels)))
-    except PredictError as e:
+    except UserError as e:
       print(f'{path}: error: {e}', file=sys.stderr)
       failed += 1
   if loaded:
-    probs = probabilities(convert.build_model(spec, params), np.stack([x for _, x in loaded]))
+    probs = softmax(logits(spec, params, np.stack([x for _, x in loaded])))
     k = min(args.top_k, spec.num_classes)
     for (path, _), p in zip(loaded, probs):
       print(path)

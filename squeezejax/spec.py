@@ -34,9 +34,6 @@ SIMPLE_BYPASS_FIRES = (1, 3, 5, 7)  # fire3, fire5, fire7, fire9
 COMPLEX_BYPASS_FIRES = (0, 2, 4, 6)  # fire2, fire4, fire6, fire8
 
 
-class SpecError(UserError):
-  """A metaparameter has a value the design space does not allow."""
-
 
 def _round_half_up(x: float) -> int:
   return int(math.floor(x + 0.5))
@@ -111,13 +108,16 @@ class LayerCost:
 
 @dataclasses.dataclass(frozen=True)
 class SqueezeNetSpec:
-  """One point of the SqueezeNet design space, in the paper's vocabulary."""
+  """One point of the SqueezeNet design space, in the paper's vocabulary.
+
+  A field's `label` metadata is its short name in figures (the paper's "SR").
+  """
   layout: str = 'v1.0'
   base_e: int = 128
   incr_e: int = 128
-  pct_3x3: float = 0.5
+  pct_3x3: float = dataclasses.field(default=0.5, metadata={'label': '3x3'})
   freq: int = 2
-  squeeze_ratio: float = 0.125
+  squeeze_ratio: float = dataclasses.field(default=0.125, metadata={'label': 'SR'})
   bypass: str = 'none'
   num_classes: int = 1000
   in_channels: int = 3
@@ -132,7 +132,7 @@ class SqueezeNetSpec:
 
   def validate(self) -> None:
     def bad(field, value, allowed):
-      raise SpecError(f'{field}={value!r} is not allowed: expected {allowed}')
+      raise UserError(f'{field}={value!r} is not allowed: expected {allowed}')
 
     if self.layout not in LAYOUTS:
       bad('layout', self.layout, f'one of {", ".join(LAYOUTS)}')
@@ -156,7 +156,7 @@ class SqueezeNetSpec:
     if self.bypass != 'none':
       for fire in self.fires():
         if fire.bypass == 'simple' and fire.in_channels != fire.out_channels:
-          raise SpecError(
+          raise UserError(
               f'bypass={self.bypass!r} is not possible here: {fire.name} '
               f'has {fire.in_channels} input but {fire.out_channels} output '
               'channels and a simple bypass adds them; use freq=2 with '
@@ -230,7 +230,7 @@ class SqueezeNetSpec:
   def check_image_size(self, image_size: int) -> None:
     if (isinstance(image_size, bool) or not isinstance(image_size, int)
         or self._spatial_sizes(image_size) is None):
-      raise SpecError(
+      raise UserError(
           f'image_size={image_size!r} is too small for layout {self.layout!r}: '
           f'expected an integer >= {self.min_image_size()}')
 
@@ -322,14 +322,28 @@ PRESETS = {
 }
 
 
+METAPARAMETERS = tuple(f.name for f in dataclasses.fields(SqueezeNetSpec))
+
+
+def field_label(name: str) -> str:
+  """A field's short name in figures and tables ('SR' for squeeze_ratio)."""
+  fields = {f.name: f for f in dataclasses.fields(SqueezeNetSpec)}
+  return fields[name].metadata.get('label', name) if name in fields else name
+
+
+def preset_fields(name: str) -> dict[str, Any]:
+  """Every field of a named preset (unvalidated: callers may change some first)."""
+  if name not in PRESETS:
+    raise UserError(f'model={name!r} is not allowed: expected one of {", ".join(PRESETS)}')
+  defaults = {f.name: f.default for f in dataclasses.fields(SqueezeNetSpec)}
+  return {**defaults, **PRESETS[name]}
+
+
 def preset(name: str, **overrides) -> SqueezeNetSpec:
   """A named preset with any metaparameter overridden."""
-  if name not in PRESETS:
-    raise SpecError(f'model={name!r} is not allowed: expected one of '
-                    f'{", ".join(PRESETS)}')
-  fields = {f.name for f in dataclasses.fields(SqueezeNetSpec)}
+  fields = preset_fields(name)
   for key in overrides:
     if key not in fields:
-      raise SpecError(f'{key!r} is not a SqueezeNetSpec field: expected one of '
+      raise UserError(f'{key!r} is not a SqueezeNetSpec field: expected one of '
                       f'{", ".join(sorted(fields))}')
-  return SqueezeNetSpec(**{**PRESETS[name], **overrides})
+  return SqueezeNetSpec(**{**fields, **overrides})

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import typing
 
-from squeezejax import flags
+from squeezejax import cli, configs
 from squeezejax import spec as spec_lib
 
 
@@ -51,27 +52,37 @@ def as_json(spec: spec_lib.SqueezeNetSpec, image_size: int | None = None) -> dic
   return {'spec': spec.to_dict(), **cost, 'layers': layers}
 
 
-SPEC_FLAGS = {
-    'layout': str, 'base_e': int, 'incr_e': int, 'pct_3x3': float, 'freq': int,
-    'squeeze_ratio': float, 'bypass': str, 'num_classes': int, 'in_channels': int,
-    'dropout_rate': float, 'init': str,
-}
+def _flag_type(kind):
+  if kind is not bool:
+    return kind
+
+  def boolean(text: str) -> bool:
+    if text.lower() not in ('true', 'false'):
+      raise ValueError(text)
+    return text.lower() == 'true'
+  boolean.__name__ = 'bool'  # argparse names the type in its error
+  return boolean
 
 
 def main(argv: list[str]) -> int:
-  parser = flags.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog='squeezejax summary',
       description='Per-layer channels, parameters and MACs (the paper\'s Table 1).')
   parser.add_argument('--model', default='squeezenet1_0',
                       help=f'preset: {", ".join(spec_lib.PRESETS)}')
-  for name, kind in SPEC_FLAGS.items():
-    parser.add_argument(f'--{name}', type=kind, default=None)
+  hints = typing.get_type_hints(spec_lib.SqueezeNetSpec)
+  for name in spec_lib.METAPARAMETERS:  # every spec field is a flag
+    parser.add_argument(f'--{name}', type=_flag_type(hints[name]), default=None)
   parser.add_argument('--image_size', type=int, default=None,
                       help='square input side (default: 224, or 32 for the small layout)')
   parser.add_argument('--json', action='store_true', help='print one JSON object')
   args = parser.parse_args(argv)
-  overrides = {k: getattr(args, k) for k in SPEC_FLAGS if getattr(args, k) is not None}
-  spec = spec_lib.preset(args.model, **overrides)
+  config = configs.base_config()
+  config.model = args.model
+  configs.apply_overrides(config, {f'spec.{k}': getattr(args, k) for k in configs.spec_keys()
+                                   if getattr(args, k) is not None})
+  spec = configs.spec_from_config(config, num_classes=args.num_classes,
+                                  in_channels=args.in_channels)
   if args.json:
     print(json.dumps(as_json(spec, args.image_size), indent=1))
   else:

@@ -1,10 +1,17 @@
-"""torchvision's SqueezeNet 1_0 / 1_1 in PyTorch, for parity tests and benchmarks.
+"""The PyTorch twin of a squeezejax network, for parity tests and the benchmark.
 
-torchvision cannot be installed here, so this restates `torchvision/models/
-squeezenet.py` layer for layer: the same module tree (hence the same state_dict
-keys, `features.K.squeeze.weight` ...), ceil-mode pools, ReLU after conv10 and
-the same initialisation. It takes NCHW float32 images and returns logits.
-Only this file (and tests, benchmarks) imports torch; it is an optional extra.
+`SqueezeNet(spec)` builds any `SqueezeNetSpec` with the module tree of torchvision's
+`torchvision/models/squeezenet.py` (torchvision itself cannot be installed here):
+
+    features   = Sequential(conv1, ReLU, MaxPool, Fire, ... with a MaxPool after
+                            each fire in spec.pool_after; ceil-mode pools)
+    classifier = Sequential(Dropout, conv10, ReLU (if spec.conv10_relu), AdaptiveAvgPool2d)
+
+so torchvision's own architectures (the squeezenet1_0 / squeezenet1_1 presets) get
+exactly its state_dict keys (`features.K.squeeze.weight`, ...) and initialisation,
+and every other spec gets the keys of `convert.torch_shapes(spec)`. NCHW float32
+images in, logits out. Only this file (and tests, benchmarks) imports torch; it is
+an optional extra.
 """
 
 from __future__ import annotations
@@ -12,25 +19,43 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-VERSIONS = ('1_0', '1_1')
+from squeezejax import convert
+from squeezejax import spec as spec_lib
 
 
 class Fire(nn.Module):
+  """torchvision's Fire with squeezejax's options (see squeezejax.model.FireModule): an
+  expand branch with 0 filters is not built, and a bypass adds the input ('simple') or
+  relu(bypass_conv(input)) ('complex') to the output, with no ReLU after the add."""
 
-  def __init__(self, inplanes: int, squeeze_planes: int, expand1x1_planes: int,
-               expand3x3_planes: int):
+  def __init__(self, dims: spec_lib.FireDims):
     super().__init__()
-    self.squeeze = nn.Conv2d(inplanes, squeeze_planes, kernel_size=1)
+    self.bypass = dims.bypass
+    self.squeeze = nn.Conv2d(dims.in_channels, dims.s1x1, kernel_size=1)
     self.squeeze_activation = nn.ReLU(inplace=True)
-    self.expand1x1 = nn.Conv2d(squeeze_planes, expand1x1_planes, kernel_size=1)
-    self.expand1x1_activation = nn.ReLU(inplace=True)
-    self.expand3x3 = nn.Conv2d(squeeze_planes, expand3x3_planes, kernel_size=3, padding=1)
-    self.expand3x3_activation = nn.ReLU(inplace=True)
+    self.expand1x1 = self.expand3x3 = None
+    if dims.e1x1:
+      self.expand1x1 = nn.Conv2d(dims.s1x1, dims.e1x1, kernel_size=1)
+      self.expand1x1_activation = nn.ReLU(inplace=True)
+    if dims.e3x3:
+      self.expand3x3 = nn.Conv2d(dims.s1x1, dims.e3x3, kernel_size=3, padding=1)
+      self.expand3x3_activation = nn.ReLU(inplace=True)
+    if dims.bypass == 'complex':  # after the expands: torchvision's order of the others
+      self.bypass_conv = nn.Conv2d(dims.in_channels, dims.out_channels, kernel_size=1)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
-    x = self.squeeze_activation(self.squeeze(x))
-    return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
-                      self.expand3x3_activation(self.expand3x3(x))], 1)
+    s = self.squeeze_activation(self.squeeze(x))
+    branches = []
+    if self.expand1x1 is not None:
+      branches.append(self.expand1x1_activation(self.expand1x1(s)))
+    if self.expand3x3 is not None:
+      branches.append(self.expand3x3_activation(self.expand3x3(s)))
+    y = branches[0] if len(branches) == 1 else torch.cat(branches, 1)
+    if self.bypass == 'simple':
+      y = y + x
+    elif self.bypass == 'complex':
+      y = y + torch.relu(self.bypass_conv(x))
+    return y
 
 
 def _pool() -> nn.Module:
@@ -38,44 +63,45 @@ def _pool() -> nn.Module:
 
 
 class SqueezeNet(nn.Module):
+  """The network of `spec` in torchvision's module tree, with torchvision's initialisation
+  (kaiming_uniform, conv10 N(0, 0.01), zero biases) whatever `spec.init` says."""
 
-  def __init__(self, version: str = '1_0', num_classes: int = 1000, dropout: float = 0.5):
+  def __init__(self, spec: spec_lib.SqueezeNetSpec):
     super().__init__()
-    self.num_classes = num_classes
-    if version == '1_0':
-      self.features = nn.Sequential(
-          nn.Conv2d(3, 96, kernel_size=7, stride=2), nn.ReLU(inplace=True), _pool(),
-          Fire(96, 16, 64, 64), Fire(128, 16, 64, 64), Fire(128, 32, 128, 128), _pool(),
-          Fire(256, 32, 128, 128), Fire(256, 48, 192, 192), Fire(384, 48, 192, 192),
-          Fire(384, 64, 256, 256), _pool(),
-          Fire(512, 64, 256, 256))
-    elif version == '1_1':
-      self.features = nn.Sequential(
-          nn.Conv2d(3, 64, kernel_size=3, stride=2), nn.ReLU(inplace=True), _pool(),
-          Fire(64, 16, 64, 64), Fire(128, 16, 64, 64), _pool(),
-          Fire(128, 32, 128, 128), Fire(256, 32, 128, 128), _pool(),
-          Fire(256, 48, 192, 192), Fire(384, 48, 192, 192), Fire(384, 64, 256, 256),
-          Fire(512, 64, 256, 256))
-    else:
-      raise ValueError(f'version={version!r} is not allowed: expected one of {VERSIONS}')
-    final_conv = nn.Conv2d(512, num_classes, kernel_size=1)
+    self.num_classes = spec.num_classes
+    c1 = spec.conv1
+    layers = [nn.Conv2d(spec.in_channels, c1.filters, kernel_size=c1.kernel, stride=c1.stride,
+                        padding=c1.padding), nn.ReLU(inplace=True), _pool()]
+    for i, dims in enumerate(spec.fires()):
+      layers.append(Fire(dims))
+      if i in spec.pool_after:
+        layers.append(_pool())
+    self.features = nn.Sequential(*layers)
+    # Built in torchvision's order, so that torch.manual_seed gives its weights.
+    final_conv = nn.Conv2d(spec.fires()[-1].out_channels, spec.num_classes, kernel_size=1)
     self.classifier = nn.Sequential(
-        nn.Dropout(p=dropout), final_conv, nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1)))
+        nn.Dropout(p=spec.dropout_rate), final_conv,
+        *([nn.ReLU(inplace=True)] if spec.conv10_relu else []), nn.AdaptiveAvgPool2d((1, 1)))
     for m in self.modules():
       if isinstance(m, nn.Conv2d):
         if m is final_conv:
           nn.init.normal_(m.weight, mean=0.0, std=0.01)
         else:
           nn.init.kaiming_uniform_(m.weight)
-        if m.bias is not None:
-          nn.init.constant_(m.bias, 0)
+        nn.init.constant_(m.bias, 0)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
-    x = self.features(x)
-    x = self.classifier(x)
-    return torch.flatten(x, 1)
+    return torch.flatten(self.classifier(self.features(x)), 1)
 
 
 def squeezenet(version: str = '1_0', num_classes: int = 1000) -> SqueezeNet:
   """torchvision.models.squeezenet1_0 / squeezenet1_1 (untrained), NCHW in, logits out."""
-  return SqueezeNet(version, num_classes)
+  return SqueezeNet(convert.torchvision_spec(version, num_classes))
+
+
+def from_params(spec: spec_lib.SqueezeNetSpec, params) -> SqueezeNet:
+  """The twin of `spec` holding squeezejax parameters (a pure dict, HWIO kernels)."""
+  state_dict = convert.to_torch_state_dict(spec, params)
+  module = SqueezeNet(spec)
+  module.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=True)
+  return module

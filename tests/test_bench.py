@@ -9,7 +9,7 @@ import pytest
 import torch
 from flax import nnx
 
-from squeezejax import bench, cli
+from squeezejax import bench, cli, torch_reference
 from squeezejax import model as model_lib
 from squeezejax import spec as spec_lib
 from squeezejax.errors import UserError
@@ -43,6 +43,19 @@ def test_json_schema_and_positive_numbers(report):
   assert report['environment']['torch'] == torch.__version__
 
 
+def test_cases_are_the_trainers_config_and_spec():
+  case, = bench.parse_cases('squeezenet_small', 0, 0, {
+      'base_e': '16', 'bypass': 'complex', 'conv10_relu': 'False', 'in_channels': '1',
+      'num_classes': '7'}, batch_splits=2)
+  assert case.spec == spec_lib.preset('squeezenet_small', base_e=16, bypass='complex',
+                                      conv10_relu=False, in_channels=1, num_classes=7)
+  assert (case.image_size, case.batch_size) == (32, 128)  # the layout's defaults
+  config = case.config
+  assert (config.model, config.batch_size, config.batch_splits) == ('squeezenet_small', 128, 2)
+  assert (config.optimizer, config.lr, config.schedule) == ('sgd', bench.LEARNING_RATE,
+                                                            'constant')
+
+
 def random_params(spec):
   """(graphdef, pure-dict params) without running the initialisers op by op."""
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: model_lib.create(spec)), nnx.Param)
@@ -52,26 +65,28 @@ def random_params(spec):
   return graphdef, params
 
 
-def test_torch_module_is_the_same_network():
-  spec = spec_lib.preset('squeezenet_small', base_e=16, incr_e=16, bypass='complex',
-                         conv10_relu=False)
-  graphdef, params = random_params(spec)
-  module = bench.torch_module(spec, params).eval()
-  images = np.random.default_rng(0).standard_normal((4, 17, 17, 3), np.float32)
-  with torch.no_grad():
-    torch_logits = module(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
-  jax_logits = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))(params, images)
-  np.testing.assert_allclose(torch_logits, jax_logits, rtol=1e-4, atol=1e-5)
-
-
-def test_torchvision_presets_use_the_reference_module():
-  from squeezejax import torch_reference
-  spec = spec_lib.preset('squeezenet1_1', num_classes=10)
-  _, params = random_params(spec)
-  module = bench.torch_module(spec, params)
+@pytest.mark.parametrize('model,flags', [
+    ('squeezenet_small', {'base_e': '16', 'incr_e': '16', 'bypass': 'complex',
+                          'conv10_relu': 'False'}),
+    ('squeezenet1_1', {'num_classes': '10'}),
+])
+def test_torch_module_is_the_same_network(model, flags, monkeypatch):
+  """bench's PyTorch model: the torch twin of the case's spec holding the JAX initial
+  weights (torchvision's module tree and key names)."""
+  case, = bench.parse_cases(model, 33, 8, flags)
+  graphdef, params = random_params(case.spec)
+  images = np.random.default_rng(0).standard_normal((8, 33, 33, 3), np.float32)
+  labels = np.zeros(8, np.int32)
+  monkeypatch.setattr(bench.TorchCase, 'train', lambda self, steps: None)  # keep the weights
+  module = bench.TorchCase(case, params, images, labels).module.eval()
   assert isinstance(module, torch_reference.SqueezeNet)
   np.testing.assert_array_equal(module.features[0].weight.detach().numpy(),
                                 np.transpose(params['conv1']['kernel'], (3, 2, 0, 1)))
+  with torch.no_grad():
+    torch_logits = module(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+  jax_logits = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))(params, images)
+  np.testing.assert_allclose(torch_logits, jax_logits, rtol=1e-4,
+                             atol=1e-4 * np.abs(torch_logits).max())
 
 
 @pytest.mark.parametrize('argv,message', [
@@ -79,7 +94,9 @@ def test_torchvision_presets_use_the_reference_module():
     (['--model=squeezenet_small', '--image_size=4'], 'image_size=4'),
     (['--image_size=64'], 'need --model'),
     (['--model=squeezenet_small', '--compare=torch', '--dtype=bfloat16'], 'float32'),
-    (['--model=squeezenet_small', '--spec.sqeeze_ratio=0.5'], 'sqeeze_ratio'),
+    (['--model=squeezenet_small', '--spec.sqeeze_ratio=0.5'], r'^--spec\.sqeeze_ratio'),
+    (['--model=squeezenet_small', '--spec.base_e=many'], r'^--spec\.base_e='),
+    (['--model=squeezenet_small', '--spec.in_channels=0'], 'in_channels=0'),
     (['--model=squeezenet_small', '--batch_size=12'], 'batch_size=12'),  # 8 devices
     (['--compare=tensorflow'], 'compare'),
     (['--cpu_convolutions=eigen,mkl'], "cpu_convolutions='mkl'"),

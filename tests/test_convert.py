@@ -1,16 +1,18 @@
-"""torchvision <-> squeezejax weights: logits parity with real PyTorch modules, errors."""
+"""torchvision <-> squeezejax weights: logits parity with real PyTorch modules (torchvision's
+and the torch twin of any spec), key maps, errors."""
 
 
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 torch = pytest.importorskip('torch')  # the CPU build is a test extra
 
 from squeezejax import convert  # noqa: E402
 from squeezejax import model as model_lib  # noqa: E402
+from squeezejax import spec as spec_lib  # noqa: E402
 from squeezejax import torch_reference  # noqa: E402
+from squeezejax.errors import UserError  # noqa: E402
 
 NUM_CLASSES = {'1_0': 1000, '1_1': 7}  # any number of classes converts
 
@@ -70,16 +72,21 @@ def test_round_trip_is_exact(pair):
     np.testing.assert_array_equal(back[key], value.numpy(), err_msg=key)
 
 
+def random_params(spec, seed: int = 3) -> dict:
+  """He-scaled random weights and biases; conv10's biases keep most logits above its ReLU."""
+  rng = np.random.default_rng(seed)
+  params = jax.tree.map(
+      lambda s: (rng.standard_normal(s.shape) * (2 / np.prod(s.shape[:-1])) ** 0.5
+                 ).astype(np.float32), model_lib.abstract_params(spec))
+  params['conv10']['bias'] = params['conv10']['bias'] + 0.5
+  return params
+
+
 def test_squeezejax_weights_run_in_pytorch():
   """The inverse direction: a squeezejax model's weights in torchvision's module."""
   spec = convert.torchvision_spec('1_1', 5)
-  rng = np.random.default_rng(3)
-  shapes = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: model_lib.create(spec)), nnx.Param))
-  params = jax.tree.map(
-      lambda s: (rng.standard_normal(s.shape) * (2 / np.prod(s.shape[:-1])) ** 0.5
-                 ).astype(np.float32), shapes)
-  params['conv10']['bias'] = params['conv10']['bias'] + 0.5  # keep logits above the ReLU
-  model = convert.build_model(spec, params)
+  params = random_params(spec)
+  model = model_lib.from_params(spec, params)
   module = torch_reference.squeezenet('1_1', 5).eval()
   module.load_state_dict({k: torch.from_numpy(v) for k, v in
                           convert.to_torchvision(spec, params).items()}, strict=True)
@@ -87,6 +94,54 @@ def test_squeezejax_weights_run_in_pytorch():
   expected = torch_logits(module, images)
   np.testing.assert_allclose(np.asarray(model(images)), expected, rtol=1e-4,
                              atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize('version,fires', [('1_0', (3, 4, 5, 7, 8, 9, 10, 12)),
+                                           ('1_1', (3, 4, 6, 7, 9, 10, 11, 12))])
+def test_twin_of_torchvision_presets_has_torchvision_keys(version, fires):
+  """The spec-built twin of the presets is torchvision's module: keys, order, shapes, and
+  the key map convert.py derives from the spec (fire i at 3 + i + the pools before it)."""
+  spec = spec_lib.preset(f'squeezenet{version}')
+  twin = torch_reference.SqueezeNet(spec)
+  shapes = {k: tuple(v.shape) for k, v in twin.state_dict().items()}
+  assert list(shapes.items()) == list(convert.torch_shapes(spec).items())
+  assert sorted({int(k.split('.')[1]) for k in shapes if k.count('.') == 3}) == list(fires)
+  # torchvision's initialisation: zero biases, conv10 N(0, 0.01), kaiming_uniform elsewhere.
+  weights = twin.state_dict()
+  assert all(not v.any() for k, v in weights.items() if k.endswith('bias'))
+  assert abs(float(weights['classifier.1.weight'].std()) - 0.01) < 1e-3
+  squeeze = weights['features.3.squeeze.weight']
+  assert float(squeeze.abs().max()) <= (6 / squeeze[0].numel()) ** 0.5
+
+
+TWIN_SPECS = {  # every option torchvision lacks, at small sizes
+    'small_complex_no_relu': (spec_lib.preset('squeezenet_small', bypass='complex',
+                                              conv10_relu=False, base_e=32, incr_e=32), 20),
+    'v1_1_pct1_gray': (spec_lib.preset('squeezenet1_1', pct_3x3=1.0, in_channels=1,
+                                       num_classes=6), 41),
+    'v1_0_simple_pct0': (spec_lib.preset('squeezenet1_0_simple', pct_3x3=0.0, num_classes=4,
+                                         dropout_rate=0.2), 45),
+}
+
+
+@pytest.mark.parametrize('name', TWIN_SPECS)
+def test_torch_twin_of_any_spec_matches_squeezejax(name):
+  spec, size = TWIN_SPECS[name]
+  params = random_params(spec)
+  twin = torch_reference.from_params(spec, params).eval()  # strict load_state_dict
+  state_dict = twin.state_dict()
+  assert {k: tuple(v.shape) for k, v in state_dict.items()} == convert.torch_shapes(spec)
+  assert any('bypass_conv' in k for k in state_dict) == (spec.bypass == 'complex')
+  assert any('expand1x1' in k for k in state_dict) == (spec.pct_3x3 < 1)
+  assert any('expand3x3' in k for k in state_dict) == (spec.pct_3x3 > 0)
+  images = np.random.default_rng(1).random((2, size, size, spec.in_channels), np.float32)
+  expected = torch_logits(twin, images)
+  got = np.asarray(model_lib.from_params(spec, params)(images))
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+  back = convert.to_torch_state_dict(spec, convert.from_torch_state_dict(spec, state_dict))
+  assert list(back) == list(state_dict)
+  for key, value in state_dict.items():
+    np.testing.assert_array_equal(back[key], value.numpy(), err_msg=key)
 
 
 @pytest.mark.parametrize('ext', ['.pth', '.safetensors', '.npz'])
@@ -118,7 +173,7 @@ def state_dict_1_1():
 
 
 def one_line_error(fn, *args, match: str):
-  with pytest.raises(convert.ConvertError, match=match) as info:
+  with pytest.raises(UserError, match=match) as info:
     fn(*args)
   assert '\n' not in str(info.value)
   return str(info.value)
@@ -168,13 +223,24 @@ def test_unreadable_files(tmp_path):
 
 
 def test_spec_without_torchvision_counterpart():
-  from squeezejax import spec as spec_lib
   for spec, match in [
       (spec_lib.preset('squeezenet_small'), "layout='small' has no torchvision"),
       (spec_lib.preset('squeezenet1_1', squeeze_ratio=0.25), 'not torchvision'),
       (spec_lib.preset('squeezenet1_0', conv10_relu=False), 'conv10_relu=False'),
   ]:
     one_line_error(convert.spec_version, spec, match=match)
+    one_line_error(convert.to_torchvision, spec, random_params(spec), match=match)
+
+
+def test_state_dict_of_another_spec():
+  spec, _ = TWIN_SPECS['small_complex_no_relu']
+  state_dict = convert.to_torch_state_dict(spec, random_params(spec))
+  assert [k for k in state_dict if 'bypass_conv.weight' in k] == [
+      f'features.{k}.bypass_conv.weight' for k in (3, 6, 9, 11)]  # fire2, 4, 6, 8
+  del state_dict['features.6.bypass_conv.bias']
+  one_line_error(convert.from_torch_state_dict, spec, state_dict,
+                 match=r'state_dict for this spec is missing 1 key\(s\): '
+                       r'features\.6\.bypass_conv\.bias')
 
 
 def test_cli_writes_a_model_directory(tmp_path, capsys):

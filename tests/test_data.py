@@ -1,5 +1,5 @@
 """squeezejax.data: the real Fashion-MNIST builder, synthetic data, folders, augment,
-streams (on synthetic data and tfds.testing.mock_data) and every DataError.
+streams (on synthetic data and tfds.testing.mock_data) and every UserError.
 
 The Fashion-MNIST test needs Debian's `dataset-fashion-mnist` (CI installs it);
 it prepares the builder once into a temporary data_dir shared by the module.
@@ -20,7 +20,7 @@ from squeezejax.errors import UserError
 
 
 def _one_line_error(fn, *words):
-  with pytest.raises(data.DataError) as info:
+  with pytest.raises(UserError) as info:
     fn()
   message = str(info.value)
   assert '\n' not in message, message

@@ -42,7 +42,7 @@ def test_export_matches_jax(tiny, tmp_path, fmt, quantize, tolerance):
   assert result['input_shape'] == [SIZE, SIZE, 3]
   # Independent check on other images (TFLite: one per call; StableHLO: any batch).
   images = np.random.default_rng(1).standard_normal((3, SIZE, SIZE, 3)).astype(np.float32)
-  expected = np.asarray(convert.build_model(spec, params)(images))
+  expected = np.asarray(model_lib.from_params(spec, params)(images))
   got = (export.run_tflite(out, images) if fmt == 'tflite'
          else export.run_stablehlo(open(out, 'rb').read(), images))
   assert got.shape == (3, 6)

@@ -101,3 +101,19 @@ def test_user_errors(folder, init_dir, tmp_path, capsys):
   assert cli.main(['finetune', f'--init={init_dir}', f'--data={tmp_path / "none"}',
                    '--num_classes=3', f'--workdir={tmp_path / "w"}']) == 2
   assert 'does not exist' in capsys.readouterr().err
+
+
+def test_finetuning_keeps_the_loaded_spec_unless_a_field_is_set(folder, tmp_path):
+  from squeezejax import configs
+  spec = spec_lib.preset('squeezenet1_1', base_e=16, incr_e=16, num_classes=3,
+                         dropout_rate=0.3, init='torchvision')
+  shapes = model_lib.abstract_params(spec)
+  params = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), shapes)
+  init = str(tmp_path / 'init')
+  checkpoint.save_model(init, spec, params, {'preprocessing': {'image_size': 32}})
+  config = finetune.finetune_config(init, folder)
+  tuned = configs.spec_from_config(config, num_classes=3, in_channels=3, base=spec)
+  assert tuned == spec  # same class count: dropout 0.3 and the conv10 ReLU are kept
+  configs.apply_overrides(config, {'spec.dropout_rate': '0.1', 'spec.squeeze_ratio': '0.25'})
+  tuned = configs.spec_from_config(config, num_classes=3, in_channels=3, base=spec)
+  assert (tuned.dropout_rate, tuned.squeeze_ratio, tuned.base_e) == (0.1, 0.25, 16)

@@ -1,6 +1,6 @@
-"""The model's fast CPU formulation equals the textbook one (lax.conv, reduce_window).
+"""The layers' fast CPU formulation equals the textbook one (lax.conv, reduce_window).
 
-`squeezejax.model` writes 1x1 convolutions as matmuls and the ceil-mode max
+`squeezejax.layers` writes 1x1 convolutions as matmuls and the ceil-mode max
 pool as a maximum of strided slices, for speed (docs/performance.md). Here a
 plain reference built from `lax.conv_general_dilated` and `lax.reduce_window`
 on the same parameters must give the same logits and the same gradients.
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from squeezejax import layers
 from squeezejax import model as model_lib
 from squeezejax import spec as spec_lib
 
@@ -96,9 +97,9 @@ def test_fast_model_equals_reference(name, fields, image_size):
 
 def test_pool_matches_reduce_window_including_ceil_edges():
   x = jax.random.normal(jax.random.key(3), (2, 10, 7, 4))
-  np.testing.assert_array_equal(model_lib.max_pool_ceil(x), reference_pool(x))
+  np.testing.assert_array_equal(layers.max_pool(x), reference_pool(x))
   # Gradients agree where the window maximum is unique (random data: always).
-  g = jax.grad(lambda v: (model_lib.max_pool_ceil(v) ** 2).sum())(x)
+  g = jax.grad(lambda v: (layers.max_pool(v) ** 2).sum())(x)
   g_ref = jax.grad(lambda v: (reference_pool(v) ** 2).sum())(x)
   np.testing.assert_allclose(g, g_ref, rtol=1e-6)
 
@@ -109,3 +110,23 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype('float32')}
   logits = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))(params, jnp.ones((1, 16, 16, 3)))
   assert logits.dtype == jnp.float32 and bool(jnp.isfinite(logits).all())
+
+
+@pytest.mark.parametrize('activation', [jax.nn.relu, jax.nn.gelu, jax.nn.silu, jnp.abs],
+                         ids=['relu', 'gelu', 'silu', 'abs'])
+def test_pooled_conv_is_pool_of_activation_for_any_activation(activation):
+  """Pooling before the bias and activation is exact only for non-decreasing
+  activations; a fork that swaps in GELU (or |x|) must still get pool(f(conv(x)))."""
+  conv = layers.Conv(3, 8, (3, 3), strides=2, padding=((0, 0), (0, 0)), rngs=nnx.Rngs(0))
+  conv.bias[...] = jax.random.normal(jax.random.key(1), (8,))
+  x = jax.random.normal(jax.random.key(2), (2, 21, 21, 3))
+  expected = reference_pool(activation(nnx.Conv.__call__(conv, x)))
+  np.testing.assert_allclose(layers.pooled_conv(conv, x, activation), expected, rtol=1e-6,
+                             atol=1e-6)
+
+
+def test_pointwise_conv_equals_the_convolution():
+  conv = layers.Conv(5, 7, (1, 1), padding='VALID', rngs=nnx.Rngs(0))
+  conv.bias[...] = jnp.arange(7.0)
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 5))
+  np.testing.assert_allclose(conv(x), nnx.Conv.__call__(conv, x), rtol=1e-5, atol=1e-6)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from squeezejax import configs, parallel, train
+from squeezejax import configs, parallel, step
 
 CONFIG = os.path.join(os.path.dirname(__file__), '..', 'experiments', 'fashion_mnist.py')
 
@@ -62,10 +62,10 @@ def test_configure_host_keeps_the_users_choices():
 def test_automatic_batch_splits_follow_the_device_count():
   # The test process has 8 fake CPU devices; meshes of 1 and 2 of them.
   config = configs.load(f'{CONFIG}:test', {'batch_size': '32', 'batch_splits': '0'})
-  assert train.batch_splits(config, parallel.make_mesh(1)) == 4  # one device, 32 images
-  assert train.batch_splits(config, parallel.make_mesh(2)) == 1  # a device per core
+  assert step.batch_splits(config, parallel.make_mesh(1)) == 4  # one device, 32 images
+  assert step.batch_splits(config, parallel.make_mesh(2)) == 1  # a device per core
   config.batch_splits = 2
-  assert train.batch_splits(config, parallel.make_mesh(2)) == 2  # explicit wins
+  assert step.batch_splits(config, parallel.make_mesh(2)) == 2  # explicit wins
 
 
 def test_configure_host_leaves_accelerator_processes_alone():

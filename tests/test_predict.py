@@ -80,7 +80,7 @@ def test_predict_prints_top_k_and_survives_bad_files(model_dir, images, capsys):
   assert any(l == images['missing.png'] + ': error: no such file' for l in err)
   assert '2 of 6 image(s) could not be read' in captured.err
   # The printed probabilities are the model's, for the preprocessed images.
-  model = convert.build_model(spec, params)
+  model = model_lib.from_params(spec, params)
   batch = np.stack([predict.load_image(images[n], PREPROCESSING) for n in good])
   probs = np.asarray(jax.nn.softmax(model(batch), axis=-1))
   lines = captured.out.splitlines()

@@ -9,6 +9,7 @@ import pytest
 
 from squeezejax import spec as spec_lib
 from squeezejax import summary
+from squeezejax.errors import UserError
 
 TABLE1 = {  # Iandola et al. 2016, Table 1: weights + biases per layer.
     'conv1': 14_208, 'fire2': 11_920, 'fire3': 12_432, 'fire4': 45_344,
@@ -110,12 +111,12 @@ def test_output_sizes_ceil_mode():
     (dict(bypass='simple', freq=1), 'fire3'), (dict(init='xavier'), "init='xavier'"),
 ])
 def test_validation_messages(overrides, match):
-  with pytest.raises(spec_lib.SpecError, match=match):
+  with pytest.raises(UserError, match=match):
     spec_lib.preset('squeezenet1_0', **overrides)
 
 
 def test_image_size_too_small():
-  with pytest.raises(spec_lib.SpecError, match='image_size=20'):
+  with pytest.raises(UserError, match='image_size=20'):
     spec_lib.preset('squeezenet1_1').layers(20)
   spec_lib.preset('squeezenet1_1').layers(spec_lib.preset('squeezenet1_1').min_image_size())
 

@@ -1,21 +1,27 @@
-"""Sweeps: grid expansion, run names, the results file under kills, executors (real runs).
+"""Sweeps: grid expansion, run names, reruns after kills, executors, preemption.
 
 Real trainings use the trainer's tiny `test` preset (synthetic data, 8 steps): two
-seeds of one point in-process, shared by the resume tests (module fixture), and one
-submitit job. All have the same shapes, so the persistent compilation cache makes
-every run after the first skip XLA compilation.
+seeds of one point in-process, shared by the resume tests (module fixture), one
+vmapped pair, and two submitit subprocess jobs. All have the same shapes, so the
+persistent compilation cache makes every run after the first skip XLA compilation.
+Preemption tests replace the trainer by a stand-in that needs no compilation.
 """
 
 import json
 import os
 import signal
-import time
 import textwrap
+import time
 
 import pytest
+import submitit  # noqa: F401  now: importing it resets logging, which must not happen
+                 # while a test captures output (the handlers' streams get closed)
 
 from squeezejax import configs
+from squeezejax import errors
+from squeezejax import results
 from squeezejax import sweep
+from squeezejax import train
 from squeezejax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,15 +58,20 @@ def test_experiment_files_load_every_preset(name):
   for preset in ('quick', 'cpu', 'paper', 'test'):
     config = configs.load(f'{path}:{preset}')
     points = sweep.expand(sweep.load_grid(f'{path}:{preset}'), 1, config.seed)
-    sweep.check_points(f'{path}:{preset}', {}, points)  # every key exists
+    for point in points:
+      sweep.point_config(config, point)  # every key exists
     assert len(points) >= 2
+    declared = sweep.load_report(f'{path}:{preset}')
+    assert json.loads(json.dumps(declared)) == declared  # it goes into sweep.json
+    assert {f'spec.{declared["x"]}'} == set(points[0].overrides) - {'seed'}
   paper = configs.load(f'{path}:paper')
-  assert (paper.dataset, paper.model, paper.spec.base_e, paper.spec.incr_e) == (
+  fields = configs.spec_fields(paper)
+  assert (paper.dataset, paper.model, fields['base_e'], fields['incr_e']) == (
       'imagenet2012', 'squeezenet1_0', 128, 128)
   assert (paper.lr, paper.schedule, paper.batch_size, paper.weight_decay,
-          paper.total_steps, paper.spec.conv10_relu) == (0.04, 'linear', 512, 2e-4, 170_000, True)
+          paper.total_steps, fields['conv10_relu']) == (0.04, 'linear', 512, 2e-4, 170_000, True)
   quick = configs.load(f'{path}:quick')
-  assert quick.dataset == 'fashion_mnist' and quick.spec.base_e <= 64
+  assert quick.dataset == 'fashion_mnist' and configs.spec_fields(quick)['base_e'] <= 64
 
 
 def test_grid_values_follow_the_paper():
@@ -71,43 +82,39 @@ def test_grid_values_follow_the_paper():
   pct = [p['spec.pct_3x3'] for p in sweep.load_grid(f'{fig3b}:paper')]
   assert pct[0] == 0.01 and pct[-1] == 0.99 and 0.5 in pct
   with pytest.raises(UserError, match='unknown config key'):
-    sweep.check_points(f'{FIG3A}:test', {}, [sweep.Point('x', {'spec.squeez_ratio': 1})])
-  with pytest.raises(UserError, match='no get_sweep'):
+    sweep.point_config(configs.load(f'{FIG3A}:test'), sweep.Point('x', {'spec.squeez_ratio': 1}))
+  with pytest.raises(UserError, match='needs a get_sweep'):
     sweep.load_grid(os.path.join(ROOT, 'experiments', 'fashion_mnist.py') + ':test')
 
 
-# -- the results file ----------------------------------------------------------------
-
-
-def test_results_file_dedups_and_repairs_torn_lines(tmp_path):
-  path = str(tmp_path / 'results.jsonl')
-  sweep.append_result(path, {'name': 'a', 'status': 'failed'})
-  sweep.append_result(path, {'name': 'b', 'status': 'ok'})
-  sweep.append_result(path, {'name': 'a', 'status': 'ok'})  # a retried point: last wins
-  with open(path, 'ab') as f:
-    f.write(b'{"name": "c", "sta')  # killed in the middle of a write
-  records = sweep.read_results(path)
-  assert [(r['name'], r['status']) for r in records] == [('b', 'ok'), ('a', 'ok')]
-  assert sweep.repair_results(path) == records
-  sweep.append_result(path, {'name': 'c', 'status': 'ok'})
-  lines = open(path).read().splitlines()
-  assert [json.loads(line)['name'] for line in lines] == ['b', 'a', 'c']
+def test_device_slots_are_disjoint(monkeypatch):
+  monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '4,5,6,7')
+  assert sweep.device_slots(2, 2) == [((4, 5), ()), ((6, 7), ())]
+  with pytest.raises(UserError, match='needs 6 GPUs'):
+    sweep.device_slots(3, 2)
+  monkeypatch.delenv('CUDA_VISIBLE_DEVICES')
+  assert sweep.device_slots(2, 1) == [((0,), ()), ((1,), ())]
+  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1, 2, 3, 5})
+  assert sweep.device_slots(2) == [((), (0, 1)), ((), (2, 3))]
+  # More jobs than cores: they share.
+  assert sweep.device_slots(7)[4:] == [((), (5,)), ((), (0,)), ((), (1,))]
 
 
 # -- real sweeps ------------------------------------------------------------------------
 
 
-def write_experiment(directory, grid) -> str:
+def write_experiment(directory, grid, extra='') -> str:
   """A sweep file in the repository's style: fig3a's `test` preset with this grid."""
   path = os.path.join(directory, 'exp.py')
   with open(path, 'w') as f:
     f.write(textwrap.dedent(f'''
-        from squeezejax import configs
+        import os
+        from squeezejax import configs, errors
         def get_config(arg):
           return configs.load_module({FIG3A!r}).get_config(arg)
         def get_sweep(arg):
           return {grid!r}
-    '''))
+    ''') + textwrap.dedent(extra))
   return path
 
 
@@ -130,7 +137,7 @@ def local_sweep(tmp_path_factory, cache_dir):
 
 
 def lines(workdir):
-  with open(os.path.join(workdir, sweep.RESULTS)) as f:
+  with open(os.path.join(workdir, results.RESULTS)) as f:
     return [json.loads(line) for line in f]
 
 
@@ -147,7 +154,8 @@ def test_local_sweep_records_failures_and_goes_on(local_sweep, cache_dir):
       ('squeeze_ratio=0.125,seed=0', 'ok'), ('squeeze_ratio=0.125,seed=1', 'ok'),
       ('squeeze_ratio=0,seed=0', 'failed'), ('squeeze_ratio=0,seed=1', 'failed')]
   ok, failed = records[0], records[2]
-  assert 'squeeze_ratio' in failed['error'] and '\n' not in failed['error']
+  assert failed['error'].startswith('UserError: ') and 'squeeze_ratio' in failed['error']
+  assert '\n' not in failed['error']
   assert failed['squeeze_ratio'] == 0.0 and failed['base_e'] == 16
   assert os.path.exists(os.path.join(workdir, failed['run_dir'], 'error.txt'))
   for key in ('squeeze_ratio', 'pct_3x3', 'bypass', 'base_e', 'incr_e', 'freq', 'seed',
@@ -159,19 +167,20 @@ def test_local_sweep_records_failures_and_goes_on(local_sweep, cache_dir):
     assert json.load(f)['top1'] == ok['top1']
   assert [r['name'] for r in lines(workdir)] == [r['name'] for r in records]
   assert os.listdir(cache_dir)  # compiled executables went to the persistent cache
-  for name in ('table.md', 'size_vs_accuracy.png'):  # one point: nothing varies
+  for name in ('table.md', 'size_vs_accuracy.png'):  # one point, no declaration
     assert os.path.exists(os.path.join(workdir, name)), name
+  assert results.read_sweep_info(workdir)['report'] is None
 
 
 def test_rerun_after_kills_keeps_each_point_exactly_once(local_sweep, cache_dir, capfd):
   experiment, workdir, records, _ = local_sweep
   names = [r['name'] for r in records]
-  path = os.path.join(workdir, sweep.RESULTS)
+  path = os.path.join(workdir, results.RESULTS)
   # 1. Nothing to do.
   logs = rerun(experiment, workdir, cache_dir)
   assert '4 already done, 0 to run' in logs[0]
   # 2. Killed after the run wrote result.json, before its line: appended, not retrained.
-  sweep.rewrite_results(path, [r for r in lines(workdir) if r['name'] != names[0]])
+  results.rewrite(path, [r for r in lines(workdir) if r['name'] != names[0]])
   metrics = os.path.join(workdir, names[0], 'metrics.jsonl')
   before = os.stat(metrics).st_mtime_ns
   logs = rerun(experiment, workdir, cache_dir)
@@ -186,7 +195,7 @@ def test_rerun_after_kills_keeps_each_point_exactly_once(local_sweep, cache_dir,
   # 4. Killed during training (checkpoints, no result.json): the trainer resumes.
   run_dir = os.path.join(workdir, names[1])
   os.remove(os.path.join(run_dir, 'result.json'))
-  sweep.rewrite_results(path, [r for r in lines(workdir) if r['name'] != names[1]])
+  results.rewrite(path, [r for r in lines(workdir) if r['name'] != names[1]])
   capfd.readouterr()
   logs = rerun(experiment, workdir, cache_dir)
   assert '1 to run' in logs[0]
@@ -202,33 +211,85 @@ def test_rerun_after_kills_keeps_each_point_exactly_once(local_sweep, cache_dir,
     rerun(experiment, workdir, cache_dir, overrides={'total_steps': '4'})
 
 
-def test_submitit_local_executor(tmp_path, cache_dir):
-  """Real submitit jobs (LocalExecutor subprocesses): one run, one invalid point."""
+def test_processes_executor_runs_submitit_jobs_side_by_side(tmp_path, cache_dir):
+  """submitit LocalExecutor subprocesses, two at a time: one run, one invalid point."""
   grid = [{'spec.squeeze_ratio': 0.125}, {'spec.bypass': 'simple', 'spec.freq': 1}]
   experiment = write_experiment(str(tmp_path), grid)
   workdir = str(tmp_path / 'sweep')
-  records = sweep.run_sweep(f'{experiment}:test', workdir, executor='submitit',
-                            cluster='local', parallel=2, timeout_min=5, cache_dir=cache_dir,
+  records = sweep.run_sweep(f'{experiment}:test', workdir, executor='processes',
+                            parallel=2, timeout_min=5, cache_dir=cache_dir,
                             log=lambda _: None, report=False)
   assert [r['status'] for r in records] == ['ok', 'failed']
   assert records[0]['top1'] is not None
-  assert 'bypass' in records[1]['error'] and 'SpecError' in records[1]['error']
+  assert records[1]['error'].startswith('UserError: ') and 'bypass' in records[1]['error']
+  assert records[1]['bypass'] == 'simple' and records[1]['freq'] == 1
+  assert os.path.exists(os.path.join(workdir, records[1]['run_dir'], 'error.txt'))
   assert len(lines(workdir)) == 2
 
 
-def test_processes_executor_records_a_failing_subprocess(tmp_path, cache_dir):
-  """`python -m squeezejax train` subprocesses; a bad point's one-line error comes back."""
-  experiment = write_experiment(str(tmp_path), [{'spec.squeeze_ratio': 0.0}])
+def test_a_preempted_job_stops_the_sweep(tmp_path, capsys):
+  """A job that reports 'preempted' (here: at once, in its submitit subprocess) stops
+  the driver with exit 143 and no line; the other job is stopped too."""
+  experiment = write_experiment(str(tmp_path), [{'lr': 0.1}, {'lr': 0.2}, {'lr': 0.3}], '''
+      _get_config = get_config
+      def get_config(arg):
+        if os.environ.get('SUBMITIT_EXECUTOR'):  # in the job, not in the driver
+          raise errors.Preempted(3)
+        return _get_config(arg)
+  ''')
   workdir = str(tmp_path / 'sweep')
-  launch = sweep.Launch(experiment + ':test', {'total_steps': '4'}, workdir, cache_dir)
-  point = sweep.Point('p', {'spec.squeeze_ratio': 0.0, 'seed': 0})
-  command = sweep.train_command(launch, point)
-  assert command[-3:] == ['--config.total_steps=4', '--config.spec.squeeze_ratio=0.0',
-                          '--config.seed=0']
-  records = sweep.run_sweep(f'{experiment}:test', workdir, executor='processes', parallel=1,
-                            cache_dir=cache_dir, log=lambda _: None, report=False)
-  assert records[0]['status'] == 'failed'
-  assert 'squeeze_ratio=0.0' in records[0]['error'], records[0]['error']
+  assert sweep.main([f'--config={experiment}:test', f'--workdir={workdir}',
+                     '--executor=processes', '--parallel=2', '--no_report']) == 143
+  assert 'rerun the same command to resume' in capsys.readouterr().err
+  assert not os.path.exists(os.path.join(workdir, results.RESULTS))
+  submitted = [n for n in os.listdir(os.path.join(workdir, 'submitit'))
+               if n.endswith('_submitted.pkl')]
+  assert len(submitted) == 2  # the third point never started
+
+
+def fake_train(config, workdir):
+  """The trainer's result.json dict for `config`, without training."""
+  spec = configs.spec_from_config(config, num_classes=10, in_channels=1)
+  result = {'config': config.to_dict(), 'spec': spec.to_dict(), **spec.cost(16), 'steps': 8,
+            'final_train_loss': 2.0, 'top1': 0.5 + spec.freq / 100, 'top5': 0.9,
+            'train_img_s': 1.0, 'wall_s': 1.0}
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, sweep.RESULT_JSON), 'w') as f:
+    json.dump(result, f)
+  return result
+
+
+def test_preemption_in_process_stops_the_sweep(tmp_path, monkeypatch, capsys):
+  """The trainer's Preempted, SIGTERM outside the trainer's loop, and SIGTERM to the
+  driver between points: each stops the sweep (143) without a 'failed' line."""
+  experiment = write_experiment(str(tmp_path), [{'spec.freq': 1}, {'spec.freq': 2}])
+  argv = [f'--config={experiment}:test', f'--workdir={tmp_path / "sweep"}', '--no_report',
+          '--compilation_cache=none']
+  previous = signal.getsignal(signal.SIGTERM)
+
+  def preempted(config, workdir):
+    raise errors.Preempted(3)
+
+  def sigterm(config, workdir):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # the handler raises before this ends
+
+  for trainer in (preempted, sigterm):
+    monkeypatch.setattr(train, 'train_and_evaluate', trainer)
+    assert sweep.main(argv) == 143
+    assert 'freq=1,seed=0 was preempted' in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / 'sweep' / results.RESULTS)
+    assert signal.getsignal(signal.SIGTERM) == previous  # restored for whoever runs next
+  # SIGTERM to the driver after the first point: its line is kept, the second waits.
+  monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
+  with pytest.raises(sweep.SweepPreempted, match='SIGTERM'):
+    sweep.run_sweep(f'{experiment}:test', tmp_path / 'sweep', report=False, cache_dir=None,
+                    log=lambda line: 'top1' in line and os.kill(os.getpid(), signal.SIGTERM))
+  assert [r['name'] for r in lines(tmp_path / 'sweep')] == ['freq=1,seed=0']
+  assert signal.getsignal(signal.SIGTERM) == previous
+  records = sweep.run_sweep(f'{experiment}:test', tmp_path / 'sweep', report=False,
+                            cache_dir=None, log=lambda _: None)
+  assert [r['status'] for r in records] == ['ok', 'ok']
 
 
 def test_cli(tmp_path):
@@ -236,21 +297,8 @@ def test_cli(tmp_path):
     sweep.main([f'--config={FIG3A}:test', f'--workdir={tmp_path}', '--executor=ssh'])
   with pytest.raises(UserError, match='unknown config key'):
     sweep.main([f'--config={FIG3A}:test', f'--workdir={tmp_path}', '--config.nope=1'])
-
-
-def test_sigterm_stops_the_sweep_instead_of_failing_a_point(tmp_path):
-  """A preempted driver stops (exit 143, no 'failed' line); a rerun resumes the point."""
-  previous = signal.getsignal(signal.SIGTERM)
-  with pytest.raises(sweep.SweepPreempted):
-    with sweep._stop_on_sigterm():
-      os.kill(os.getpid(), signal.SIGTERM)
-      time.sleep(5)  # the handler raises before this ends
-  assert signal.getsignal(signal.SIGTERM) == previous  # restored for whoever runs next
-
-  class Preempted(Exception):  # what the trainer raises on SIGTERM, by name
-    pass
-  assert sweep._is_preemption(Preempted('preempted at step 3'))
-  assert not sweep._is_preemption(ValueError('squeeze_ratio=0'))
+  with pytest.raises(UserError, match='--executor=slurm'):  # no SLURM on this machine
+    sweep.main([f'--config={FIG3A}:test', f'--workdir={tmp_path}', '--executor=slurm'])
 
 
 def test_vmapped_seeds_write_a_line_per_seed(tmp_path, cache_dir):

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from squeezejax import checkpoint, configs, train
+from squeezejax import checkpoint, configs, data, step, train
 from squeezejax.errors import UserError
 
 CONFIG = os.path.join(os.path.dirname(__file__), '..', 'experiments', 'fashion_mnist.py')
@@ -177,7 +177,7 @@ def test_sigterm_saves_and_exits(tmp_path):
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 143, err[-2000:]
   assert 'preempted at step' in err
-  assert checkpoint.Checkpointer(str(tmp_path / 'checkpoints')).all_steps()
+  assert checkpoint.saved_steps(str(tmp_path))
 
 
 @pytest.mark.parametrize('overrides,match', [
@@ -230,13 +230,13 @@ def test_batch_splits_give_the_full_batch_update():
                          dropout_rate=0.0)
   graphdef, params = nnx.split(model_lib.create(spec), nnx.Param)
   params = nnx.to_pure_dict(params)
-  tx = train.make_optimizer(config, optax.constant_schedule(0.1), params)
+  tx = step.make_optimizer(config, optax.constant_schedule(0.1), params)
   state = {'params': params, 'opt_state': tx.init(params), 'step': jnp.int32(0)}
   rng = np.random.default_rng(0)
   batch = {'image': rng.standard_normal((32, 16, 16, 3), np.float32),
            'label': rng.integers(0, 10, 32).astype(np.int32)}
-  image_info = ('none', 16, (0.5,) * 3, (0.25,) * 3)
-  out = {k: jax.jit(train.make_train_step(graphdef, tx, spec, config, image_info, k))(
+  prep = data.Preprocessing(16, (0.5,) * 3, (0.25,) * 3)
+  out = {k: jax.jit(step.make_train_step(graphdef, tx, config, prep, k))(
       state, batch) for k in (1, 4)}
   np.testing.assert_allclose(out[4][1]['loss'], out[1][1]['loss'], rtol=1e-5)
   assert out[4][1]['top1'] == out[1][1]['top1']
@@ -257,7 +257,7 @@ def test_cpu_convolution_libraries_compute_the_same_network():
   images = np.random.default_rng(0).standard_normal((4, 16, 16, 3), np.float32)
   loss = lambda p: nnx.merge(graphdef, p)(images).sum()
   outputs, ynn_fusions = {}, {}
-  for name in parallel.CPU_CONVOLUTIONS:
+  for name in configs.CPU_CONVOLUTIONS:
     fn = jax.jit(jax.value_and_grad(loss), compiler_options=parallel.compiler_options(name))
     ynn_fusions[name] = fn.lower(params).compile().as_text().count('__ynn_fusion')
     outputs[name] = fn(params)
@@ -281,7 +281,7 @@ def test_restore_onto_a_different_device_count(runs, tmp_path):
   shutil.copytree(runs['one'][0], workdir)  # trained for 8 steps on 1 device
   result = train.train_and_evaluate(load(num_devices=8, fsdp=True, total_steps=10), workdir)
   assert result['steps'] == 10
-  assert checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints')).all_steps()[-1] == 10
+  assert checkpoint.saved_steps(workdir)[-1] == 10
 
 
 def test_damaged_latest_checkpoint_falls_back(runs, tmp_path, caplog):
@@ -309,3 +309,90 @@ def test_vmapped_seeds_match_separate_runs(runs, tmp_path):
   assert first['top1'] == pytest.approx(one['top1'], abs=1.5 / 300)
   assert second['final_train_loss'] != pytest.approx(first['final_train_loss'], rel=1e-4)
   assert result['top1'] == pytest.approx((first['top1'] + second['top1']) / 2)
+
+
+# -- one source of truth: presets, durations, read-only model directories ----------------
+
+
+def test_a_preset_wins_over_unset_spec_fields(tmp_path):
+  """--config.model=squeezenet1_0_simple trains a simple-bypass network (the test
+  preset sets only base_e/incr_e, which win over the preset's)."""
+  result = train.train_and_evaluate(
+      load(model='squeezenet1_0_simple', image_size=32, total_steps=1, num_devices=1),
+      str(tmp_path))
+  assert result['spec']['bypass'] == 'simple' and result['spec']['layout'] == 'v1.0'
+  assert result['spec']['base_e'] == 16  # set by the experiment file: wins over the preset
+  spec, _ = checkpoint.read_model_json(str(tmp_path))
+  assert spec.bypass == 'simple'
+
+
+def test_a_duration_on_the_command_line_replaces_the_presets():
+  quick = f'{os.path.dirname(CONFIG)}/fashion_mnist.py:quick'
+  config = configs.load(quick, {'total_steps': '3'})  # the preset says num_epochs=10
+  assert config.num_epochs is None and configs.total_steps(config, 60_000) == 3
+  assert configs.total_steps(configs.load(quick), 60_000) == 4688  # 10 epochs of 128
+  config = configs.load(f'{CONFIG}:test', {'num_epochs': '0.5'})  # the preset says 8 steps
+  assert config.total_steps is None and configs.total_steps(config, 640) == 10
+  for bad, match in [({'total_steps': '-5'}, 'total_steps=-5'),
+                     ({'num_epochs': '0'}, 'num_epochs=0.0'),
+                     ({'total_steps': '3', 'num_epochs': '1'}, 'both set')]:
+    with pytest.raises(UserError, match=match):
+      configs.load(quick, bad)
+
+
+def test_quick_preset_trains_the_steps_given(tmp_path):
+  quick = f'{os.path.dirname(CONFIG)}/fashion_mnist.py:quick'
+  out = subprocess.run(
+      [sys.executable, '-m', 'squeezejax', 'train', f'--config={quick}',
+       f'--workdir={tmp_path}', '--config.total_steps=-5'],
+      env=ENV, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2 and 'total_steps=-5' in out.stderr, out.stderr[-2000:]
+  config = configs.load(quick, {'total_steps': '3', 'spec.base_e': '8', 'spec.incr_e': '8',
+                                'num_devices': '1', 'eval_batch_size': '2000'})
+  result = train.train_and_evaluate(config, str(tmp_path))
+  assert result['steps'] == 3 and checkpoint.saved_steps(str(tmp_path)) == [3]
+
+
+def _snapshot(root):
+  """(relative path, size, mtime, bytes) of every file and directory under root."""
+  out = []
+  for path in sorted(root.rglob('*')):
+    stat = path.stat()
+    out.append((str(path.relative_to(root)), stat.st_size, stat.st_mtime_ns,
+                path.read_bytes() if path.is_file() else None))
+  return out
+
+
+def test_readers_never_change_a_model_directory(runs, tmp_path, caplog, capsys):
+  """predict, eval and export on a directory whose newest checkpoint is damaged (or
+  being written) and which is read-only: every file stays byte-identical."""
+  import shutil
+  from PIL import Image
+  from squeezejax import export, predict
+  workdir = tmp_path / 'model'
+  shutil.copytree(runs['dp'][0], workdir)
+  for path in (workdir / 'checkpoints' / '8' / 'params').rglob('*'):
+    if path.is_file() and path.stat().st_size > 0:
+      path.write_bytes(b'\0garbage')
+  image = tmp_path / 'x.png'
+  Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+  for path in [workdir, *workdir.rglob('*')]:
+    path.chmod(path.stat().st_mode & ~0o222)
+  before = _snapshot(workdir)
+  try:
+    with caplog.at_level(logging.WARNING):
+      spec, params, _ = checkpoint.load_model(str(workdir))
+      assert predict.main([f'--checkpoint={workdir}', str(image)]) == 0
+      assert train.eval_main([f'--config={CONFIG}:test', f'--workdir={workdir}',
+                              '--config.num_devices=1']) == 0
+      assert export.main([f'--checkpoint={workdir}', '--format=stablehlo',
+                          f'--out={tmp_path / "m.stablehlo"}']) == 0
+  finally:
+    after = _snapshot(workdir)
+    for path in [workdir, *workdir.rglob('*')]:
+      path.chmod(path.stat().st_mode | 0o200)
+  assert after == before
+  assert any('checkpoint 8' in r.getMessage() for r in caplog.records)
+  # The fallback is checkpoint 4, not the damaged 8: its conv10 differs from the final one.
+  final = jax.tree.map(np.asarray, checkpoint.load_model(runs['dp'][0])[1])
+  assert not np.array_equal(params['conv10']['kernel'], final['conv10']['kernel'])

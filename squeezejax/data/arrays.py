@@ -14,7 +14,8 @@ import os
 import numpy as np
 
 from squeezejax.data import core
-from squeezejax.data.core import ArrayDataset, DataError
+from squeezejax.data.core import ArrayDataset
+from squeezejax.errors import UserError
 
 # -- public entry -----------------------------------------------------------------
 
@@ -25,7 +26,7 @@ def load_arrays(name: str, split: str, *, data_dir: str | None = None,
   own size; 224 for folders) resizes the images on the host, once."""
   base, arg = core.parse_name(name)
   if not core.facts(name).in_memory:
-    raise DataError(f'dataset {name!r} is too large to load into memory: read it with '
+    raise UserError(f'dataset {name!r} is too large to load into memory: read it with '
                     'train_stream/eval_stream')
   size = core.resolve_image_size(name, image_size)
   if base == 'synthetic':
@@ -117,8 +118,9 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
 
 
 def prepare_fashion_mnist(data_dir: str | None = None):
-  """The prepared `fashion_mnist_local` builder (prepares it on first use, about
-  13 s on 2 cores), or the stock TFDS `fashion_mnist` when the IDX files are absent."""
+  """The prepared `fashion_mnist_local` builder (prepared on first use), or the stock
+  TFDS `fashion_mnist` when the IDX files are absent."""
+  core.tensorflow()  # before TFDS touches TensorFlow
   from squeezejax.data import fashion_mnist_local as fml  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = tfds.builder('fashion_mnist_local', data_dir=data_dir)
@@ -127,17 +129,19 @@ def prepare_fashion_mnist(data_dir: str | None = None):
   directory = fml.source_dir()
   missing = fml.missing_files(directory)
   if not missing:
-    core.tensorflow()  # preparing writes with TensorFlow: keep it off the GPU
+    print(f'preparing Fashion-MNIST from {directory} into {builder.data_dir} (once)',
+          flush=True)
     # tfrecord: TFDS's as_dataset (tf.data) cannot read array_record files.
-    builder.download_and_prepare(file_format='tfrecord')
+    with core.quiet_tfds():
+      builder.download_and_prepare(file_format='tfrecord')
     return builder
   if os.environ.get(fml.SOURCE_DIR_ENV):  # the user named a folder: don't fall back
-    raise DataError(f'Fashion-MNIST files {", ".join(missing)} not found in {directory} '
+    raise UserError(f'Fashion-MNIST files {", ".join(missing)} not found in {directory} '
                     f'(from ${fml.SOURCE_DIR_ENV}): {fml.APT_HINT}')
   try:
     return _prepared_tfds_builder('fashion_mnist', data_dir)
-  except DataError as e:
-    raise DataError(f'Fashion-MNIST not found: no IDX files in {directory} ({fml.APT_HINT}, '
+  except UserError as e:
+    raise UserError(f'Fashion-MNIST not found: no IDX files in {directory} ({fml.APT_HINT}, '
                     f'or set ${fml.SOURCE_DIR_ENV}) and {e}') from None
 
 
@@ -152,17 +156,18 @@ def load_tfds(base: str, split: str, *, data_dir: str | None = None) -> ArrayDat
 
 
 def _prepared_tfds_builder(tfds_name: str, data_dir: str | None):
-  """A stock TFDS builder, downloaded and prepared if needed; failures -> DataError."""
+  """A stock TFDS builder, downloaded and prepared if needed; failures -> UserError."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   core.tensorflow()
   try:
     builder = tfds.builder(tfds_name, data_dir=data_dir)
-    builder.download_and_prepare()  # a no-op once prepared
-  except DataError:
+    with core.quiet_tfds():
+      builder.download_and_prepare()  # a no-op once prepared
+  except UserError:
     raise
   except Exception as e:  # pylint: disable=broad-except  # network, manual files, disk
     first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-    raise DataError(f'TFDS dataset {tfds_name!r} could not be prepared in '
+    raise UserError(f'TFDS dataset {tfds_name!r} could not be prepared in '
                     f'{data_dir or "the TFDS data_dir"}: {first_line}') from None
   return builder
 
@@ -174,7 +179,7 @@ def _tfds_to_arrays(builder, split: str, name: str) -> ArrayDataset:
     images.append(batch['image'])
     labels.append(batch['label'])
   if not labels:
-    raise DataError(f'split {split!r} of {name!r} is empty')
+    raise UserError(f'split {split!r} of {name!r} is empty')
   f = core.facts(name)
   # Fixed class lists: TFDS's cifar10 reads its names from the downloaded files.
   names = {'cifar10': core.CIFAR10_CLASSES, 'fashion_mnist': core.FASHION_MNIST_CLASSES}[name]
@@ -224,7 +229,7 @@ def open_folder(root: str) -> Folder:
   is split here: within each class, in sorted file-name order, every 5th image
   (the 5th, 10th, ...) goes to 'test', the others to 'train'."""
   if not os.path.isdir(root):
-    raise DataError(f'image folder {root!r} does not exist: expected folder:PATH with '
+    raise UserError(f'image folder {root!r} does not exist: expected folder:PATH with '
                     'PATH/CLASS/*.png|jpg or PATH/train/CLASS/*.png|jpg')
   subdirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
   if 'train' in subdirs and all(_has_subdirs(os.path.join(root, d)) for d in subdirs):
@@ -233,7 +238,7 @@ def open_folder(root: str) -> Folder:
     builder = tfds.ImageFolder(root)
     sizes = {s: int(info.num_examples) for s, info in builder.info.splits.items()}
     if not sizes.get('train'):
-      raise DataError(f'image folder {root!r} has no images in train/: expected '
+      raise UserError(f'image folder {root!r} has no images in train/: expected '
                       'PATH/train/CLASS/*.png|jpg')
     return Folder(root, tuple(builder.info.features['label'].names), sizes, builder=builder)
   files: dict[str, list[tuple[str, int]]] = {'train': [], 'test': []}
@@ -246,7 +251,7 @@ def open_folder(root: str) -> Folder:
       files['test' if i % 5 == 4 else 'train'].append((path, len(classes)))
     classes.append(name)
   if not classes:
-    raise DataError(f'image folder {root!r} has no images: expected PATH/CLASS/*.png|jpg '
+    raise UserError(f'image folder {root!r} has no images: expected PATH/CLASS/*.png|jpg '
                     '(or PATH/train/CLASS/...), one subfolder per class')
   return Folder(root, tuple(classes), {s: len(v) for s, v in files.items()}, files=files)
 
@@ -268,7 +273,7 @@ def load_folder(root: str, split: str, *, image_size: int) -> ArrayDataset:
   folder = open_folder(root)
   core.check_split(f'folder:{root}', split, tuple(folder.split_sizes))
   if not folder.split_sizes[split]:
-    raise DataError(f'split {split!r} of image folder {root!r} is empty')
+    raise UserError(f'split {split!r} of image folder {root!r} is empty')
 
   def resize(image, label):
     image = tf.image.resize(image, (image_size, image_size), antialias=True)
@@ -281,7 +286,7 @@ def load_folder(root: str, split: str, *, image_size: int) -> ArrayDataset:
       images.append(x)
       labels.append(y)
   except tf.errors.OpError:
-    raise DataError(_first_unreadable(folder.split_files(split))) from None
+    raise UserError(_first_unreadable(folder.split_files(split))) from None
   return ArrayDataset(np.concatenate(images), np.concatenate(labels).astype(np.int32),
                       len(folder.classes), folder.classes, core.IMAGENET_MEAN,
                       core.IMAGENET_STD)

@@ -34,10 +34,10 @@ INCEPTION_RATIO = (3 / 4, 4 / 3)
 def _check(images: jax.Array, image_size: int, mean: Sequence[float],
            std: Sequence[float]) -> tuple[jax.Array, jax.Array]:
   if images.ndim != 4:
-    raise core.DataError(f'images of shape {images.shape} are not allowed: expected '
+    raise UserError(f'images of shape {images.shape} are not allowed: expected '
                          '[batch, height, width, channels]')
   if not isinstance(image_size, int) or image_size <= 0:
-    raise core.DataError(f'image_size={image_size!r} is not allowed: expected a positive int')
+    raise UserError(f'image_size={image_size!r} is not allowed: expected a positive int')
   channels = images.shape[-1]
   mean = jnp.asarray(core.stats_tuple(mean, channels, 'mean'), jnp.float32)
   std = jnp.asarray(core.stats_tuple(std, channels, 'std'), jnp.float32)
@@ -45,7 +45,7 @@ def _check(images: jax.Array, image_size: int, mean: Sequence[float],
 
 
 def _normalize(x: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
-  return (x.astype(jnp.float32) / 255.0 - mean) / std
+  return core.normalize(x.astype(jnp.float32), mean, std)
 
 
 def _resize(x: jax.Array, size: int) -> jax.Array:

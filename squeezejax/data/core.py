@@ -2,18 +2,21 @@
 
 Every dataset the trainer accepts is described here once: its splits, classes,
 native image size, normalisation and whether it fits in memory. User mistakes
-(unknown name, split, path) become a one-line `DataError`.
+(unknown name, split, path) become a one-line `UserError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
-import re
 from typing import Any
 
 import numpy as np
+from absl import logging as absl_logging
 
+from squeezejax import cli
 from squeezejax.errors import UserError
 
 DATASETS = ('fashion_mnist', 'cifar10', 'imagenette', 'imagenet2012', 'synthetic',
@@ -32,9 +35,6 @@ CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-class DataError(UserError):
-  """Missing or empty dataset, bad dataset name, split, path or augmentation."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,15 +89,15 @@ def parse_name(name: Any) -> tuple[str, str]:
   'imagenette/160px-v2' -> ('imagenette', '160px-v2') (a TFDS config)."""
   allowed = f'expected one of {", ".join(DATASETS)}'
   if not isinstance(name, str) or not name:
-    raise DataError(f'dataset name {name!r} is not allowed: {allowed}')
+    raise UserError(f'dataset name {name!r} is not allowed: {allowed}')
   if name.startswith(FOLDER_PREFIX):
     path = name[len(FOLDER_PREFIX):]
     if not path:
-      raise DataError(f'dataset {name!r} names no folder: expected folder:/path/to/images')
+      raise UserError(f'dataset {name!r} names no folder: expected folder:/path/to/images')
     return 'folder', os.path.expanduser(path)
   base, _, config = name.partition('/')
   if base not in _FACTS or base == 'folder' or (config and not _FACTS[base].tfds_name):
-    raise DataError(f'unknown dataset {name!r}: {allowed}')
+    raise UserError(f'unknown dataset {name!r}: {allowed}')
   return base, config
 
 
@@ -114,14 +114,14 @@ def is_in_memory(name: str) -> bool:
 def check_split(name: str, split: Any, allowed: tuple[str, ...] | None = None) -> str:
   allowed = allowed or facts(name).splits
   if split not in allowed:
-    raise DataError(f'dataset {name!r} has no split {split!r}: expected one of '
+    raise UserError(f'dataset {name!r} has no split {split!r}: expected one of '
                     f'{", ".join(allowed)}')
   return split
 
 
 def check_augment(kind: Any) -> str:
   if kind not in AUGMENTATIONS:
-    raise DataError(f'unknown augmentation {kind!r}: expected one of {", ".join(AUGMENTATIONS)}')
+    raise UserError(f'unknown augmentation {kind!r}: expected one of {", ".join(AUGMENTATIONS)}')
   return kind
 
 
@@ -129,7 +129,7 @@ def resolve_image_size(name: str, image_size: int | None, augment: str = 'none')
   """None or 0 -> the dataset's own size (227 for the Caffe recipe on photographs)."""
   if image_size is not None and (not isinstance(image_size, (int, np.integer))
                                  or isinstance(image_size, bool) or image_size < 0):
-    raise DataError(f'image_size={image_size!r} is not allowed: expected a positive '
+    raise UserError(f'image_size={image_size!r} is not allowed: expected a positive '
                     'integer, or 0/None for the dataset\'s own size')
   if image_size:
     return int(image_size)
@@ -139,12 +139,18 @@ def resolve_image_size(name: str, image_size: int | None, augment: str = 'none')
   return f.image_size
 
 
+def normalize(pixels, mean, std):
+  """(pixels / 255 - mean) / std per channel, pixels as floats in 0..255: the one
+  normalisation of every input path (jnp on device, tf.data, numpy in predict)."""
+  return (pixels / 255.0 - mean) / std
+
+
 def local_batch_size(global_batch: int, process_count: int, process_index: int) -> int:
   if not (0 <= process_index < process_count):
-    raise DataError(f'process_index={process_index} is not allowed: expected 0..'
+    raise UserError(f'process_index={process_index} is not allowed: expected 0..'
                     f'{process_count - 1} for process_count={process_count}')
   if global_batch <= 0 or global_batch % process_count:
-    raise DataError(f'global batch {global_batch} is not allowed: expected a positive '
+    raise UserError(f'global batch {global_batch} is not allowed: expected a positive '
                     f'multiple of the process count {process_count}')
   return global_batch // process_count
 
@@ -154,7 +160,7 @@ def stats_tuple(values: Any, channels: int, what: str) -> tuple[float, ...]:
   if len(values) == 1 and channels > 1:
     values = values * channels
   if len(values) != channels:
-    raise DataError(f'{what}={values} has {len(values)} values: expected {channels} '
+    raise UserError(f'{what}={values} has {len(values)} values: expected {channels} '
                     '(one per image channel)')
   return values
 
@@ -168,13 +174,34 @@ def mix_seed(*parts: int) -> int:
 _tf_module = None
 
 
+@contextlib.contextmanager
+def quiet_tfds():
+  """TFDS prints its preparation banners unconditionally; keep them for --verbose."""
+  if cli.verbose():
+    yield
+  else:
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield
+
+
 def tensorflow():
-  """Import TensorFlow once, with GPUs/TPUs hidden so it never takes device
-  memory from JAX. Only the data package calls this."""
+  """Import TensorFlow once, with GPUs/TPUs hidden so it never takes device memory
+  from JAX; the one place TensorFlow is imported (export uses it from here too).
+
+  TensorFlow only decodes, resizes and converts here, so its oneDNN kernels are
+  off (whatever the verbosity: their banner would be the first screen); its C++
+  logs and TFDS's progress bars show only with `squeezejax --verbose`.
+  """
   global _tf_module
   if _tf_module is None:
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+    os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+    if not cli.verbose():
+      os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    if not cli.verbose():
+      tfds.disable_progress_bar()
+      absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS's INFO and WARNING lines
     try:
       tf.config.set_visible_devices([], 'GPU')
       tf.config.set_visible_devices([], 'TPU')
@@ -182,10 +209,3 @@ def tensorflow():
       pass  # already initialised (devices then stay as they were) or no TPU type
     _tf_module = tf
   return _tf_module
-
-
-_SPLIT_RE = re.compile(r'^[A-Za-z0-9_]+$')
-
-
-def is_plain_split(split: Any) -> bool:
-  return isinstance(split, str) and bool(_SPLIT_RE.match(split))

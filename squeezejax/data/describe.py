@@ -47,6 +47,7 @@ def describe(name: str, *, data_dir: str | None = None) -> DatasetSummary:
   elif base == 'cifar10':
     classes = core.CIFAR10_CLASSES
   else:  # the class list lives in the TFDS builder's code (no download needed)
+    core.tensorflow()
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     builder = tfds.builder(f.tfds_name + (f'/{arg}' if arg else ''), data_dir=data_dir)
     classes = tuple(builder.info.features['label'].names)

@@ -22,7 +22,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from squeezejax.data.core import FASHION_MNIST_CLASSES, DataError
+from squeezejax.data.core import FASHION_MNIST_CLASSES
+from squeezejax.errors import UserError
 
 DEFAULT_SOURCE_DIR = '/usr/share/datasets/fashion-mnist'
 SOURCE_DIR_ENV = 'SQUEEZEJAX_FASHION_MNIST_DIR'
@@ -50,16 +51,16 @@ def read_idx(path: str, magic: int, count: int) -> np.ndarray:
     with gzip.open(path, 'rb') as f:
       raw = f.read()
   except (OSError, EOFError) as e:
-    raise DataError(f'cannot read Fashion-MNIST file {path}: {e}') from None
+    raise UserError(f'cannot read Fashion-MNIST file {path}: {e}') from None
   header = np.frombuffer(raw[:4], '>i4')
   ndim = int(raw[3]) if len(raw) >= 4 else 0
   dims = tuple(int(d) for d in np.frombuffer(raw[4:4 + 4 * ndim], '>i4'))
   if len(raw) < 4 or int(header[0]) != magic or not dims or dims[0] != count:
-    raise DataError(f'{path} is not an IDX file of {count} items (magic {magic}); '
+    raise UserError(f'{path} is not an IDX file of {count} items (magic {magic}); '
                     f'reinstall it: {APT_HINT}')
   data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
   if data.size != int(np.prod(dims)):
-    raise DataError(f'{path} is truncated: {data.size} bytes of {int(np.prod(dims))}')
+    raise UserError(f'{path} is truncated: {data.size} bytes of {int(np.prod(dims))}')
   return data.reshape(dims)
 
 
@@ -107,7 +108,7 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
     directory = source_dir()
     missing = missing_files(directory)
     if missing:
-      raise DataError(f'Fashion-MNIST files {", ".join(missing)} not found in {directory}: '
+      raise UserError(f'Fashion-MNIST files {", ".join(missing)} not found in {directory}: '
                       f'{APT_HINT} (or set {SOURCE_DIR_ENV})')
     return {split: self._generate_examples(os.path.join(directory, images),
                                            os.path.join(directory, labels), count)
@@ -117,6 +118,6 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
     images = read_idx(images_path, _IMAGE_MAGIC, count)[..., None]
     labels = read_idx(labels_path, _LABEL_MAGIC, count)
     if labels.max() >= len(CLASS_NAMES):
-      raise DataError(f'{labels_path} has label {labels.max()}: expected 0..9')
+      raise UserError(f'{labels_path} has label {labels.max()}: expected 0..9')
     for index in range(count):
       yield index, {'image': encode_png(images[index]), 'label': int(labels[index])}

@@ -33,7 +33,7 @@ import numpy as np
 
 from squeezejax.data import arrays, core
 from squeezejax.data.augment import CAFFE_RESIZE, INCEPTION_AREA, INCEPTION_RATIO, PAD
-from squeezejax.data.core import DataError
+from squeezejax.errors import UserError
 
 SHUFFLE_BUFFER = 10_000  # examples (raw JPEG bytes, ~1 GiB for ImageNet) per process
 
@@ -101,7 +101,7 @@ def _split_size(builder, split: str) -> int:
   if num <= 0:  # unknown metadata (e.g. tfds.testing.mock_data): count records
     num = int(builder.as_dataset(split=split).cardinality())
   if num <= 0:
-    raise DataError(f'split {split!r} of {builder.name!r} is empty or has unknown size')
+    raise UserError(f'split {split!r} of {builder.name!r} is empty or has unknown size')
   return num
 
 
@@ -109,8 +109,8 @@ def _split_size(builder, split: str) -> int:
 
 
 def _normalize(tf, image, mean, std):
-  image = tf.cast(image, tf.float32) / 255.0
-  return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+  return core.normalize(tf.cast(image, tf.float32), tf.constant(mean, tf.float32),
+                        tf.constant(std, tf.float32))
 
 
 def _resize_center(tf, image, size: int, crop: float):
@@ -187,10 +187,10 @@ def train_stream(name: str, split: str, *, data_dir: str | None = None, global_b
   batch = core.local_batch_size(global_batch, process_count, process_index)
   size = core.resolve_image_size(name, image_size, augment)
   if start_step < 0:
-    raise DataError(f'start_step={start_step} is not allowed: expected >= 0')
+    raise UserError(f'start_step={start_step} is not allowed: expected >= 0')
   source = open_source(name, split, data_dir, image_size)
   if source.num_examples // process_count < batch:
-    raise DataError(f'global batch {global_batch} is larger than the {source.num_examples} '
+    raise UserError(f'global batch {global_batch} is larger than the {source.num_examples} '
                     f'examples of {name!r} {split!r} ({process_count} processes)')
   return source_batches(source, batch=batch, image_size=size, augment=augment, seed=seed,
                         start_step=start_step, process_index=process_index,

@@ -1,0 +1,97 @@
+"""The layers SqueezeNet is built from, written the way XLA:CPU runs them fastest.
+
+Each one computes exactly what its textbook form computes (tests/test_model.py
+checks the logits and gradients against `lax.conv_general_dilated` and
+`lax.reduce_window`); docs/performance.md has the profiles behind each choice.
+
+  Conv           `nnx.Conv`; a 1x1, stride-1 convolution runs as a matmul over
+                 channels (XLA:CPU's matmul and its two gradient matmuls beat the
+                 convolution; on GPU and TPU both lower to the same GEMM).
+  max_pool       3x3/2 max pool that rounds its output size up (Caffe, torchvision
+                 ceil_mode), as a maximum of strided slices: the gradient is a few
+                 fused elementwise ops instead of select-and-scatter.
+  pooled_conv    pool(activation(conv(x))) with the pool taken first where that is
+                 exact, so the bias, activation and their gradients run on a 4x
+                 smaller tensor (conv1's output is the network's largest).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from squeezejax import spec as spec_lib
+
+# max(f(a + b), f(c + b)) == f(max(a, c) + b) for a per-channel constant b exactly
+# when f is non-decreasing (float rounding is monotone too). Other activations
+# take the textbook order.
+NON_DECREASING = (nnx.relu, jax.nn.relu, jax.nn.relu6, jax.nn.leaky_relu, jax.nn.elu,
+                  jax.nn.sigmoid, jnp.tanh, jax.nn.hard_tanh)
+
+
+class Conv(nnx.Conv):
+  """`nnx.Conv` (NHWC, HWIO kernel, symmetric integer padding)."""
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.kernel_size == (1, 1) and self.strides in (1, (1, 1)):
+      bias = self.bias[...] if self.bias is not None else None
+      x, kernel, bias = self.promote_dtype((x, self.kernel[...], bias), dtype=self.dtype)
+      y = jnp.einsum('...c,co->...o', x, kernel[0, 0], precision=self.precision)
+      return y if bias is None else y + bias
+    return super().__call__(x)
+
+  def without_bias(self, x: jax.Array) -> jax.Array:
+    x, kernel = self.promote_dtype((x, self.kernel[...]), dtype=self.dtype)
+    strides = self.strides if isinstance(self.strides, (tuple, list)) else (self.strides,) * 2
+    return jax.lax.conv_general_dilated(
+        x, kernel, tuple(strides), tuple(map(tuple, self.padding)),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=self.precision)
+
+
+@jax.custom_jvp
+def _max_first(a: jax.Array, b: jax.Array) -> jax.Array:
+  """jnp.maximum whose gradient goes to `a` on ties (jnp.maximum splits it in half)."""
+  return jnp.maximum(a, b)
+
+
+@_max_first.defjvp
+def _max_first_jvp(primals, tangents):
+  (a, b), (da, db) = primals, tangents
+  # One compare and a select; jnp.maximum's tie-splitting costs two compares,
+  # selects and a division per element in the backward pass.
+  return jnp.maximum(a, b), jnp.where(a >= b, da, db)
+
+
+def max_pool(x: jax.Array, kernel: int = 3, stride: int = 2) -> jax.Array:
+  """Unpadded ceil-mode max pool; on exact ties the gradient goes to one element,
+  as in Caffe and PyTorch."""
+  h, w = x.shape[1:3]
+  oh = spec_lib.pool_output_size(h, kernel, stride)
+  ow = spec_lib.pool_output_size(w, kernel, stride)
+  pad_h, pad_w = (oh - 1) * stride + kernel - h, (ow - 1) * stride + kernel - w
+  x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), constant_values=-jnp.inf)
+  rows = [x[:, i:i + (oh - 1) * stride + 1:stride] for i in range(kernel)]
+  x = functools.reduce(_max_first, rows)
+  cols = [x[:, :, j:j + (ow - 1) * stride + 1:stride] for j in range(kernel)]
+  return functools.reduce(_max_first, cols)
+
+
+def pooled_conv(conv: Conv, x: jax.Array, activation: Callable[[jax.Array], jax.Array]
+                ) -> jax.Array:
+  """max_pool(activation(conv(x)))."""
+  if activation not in NON_DECREASING or conv.bias is None:
+    return max_pool(activation(conv(x)))
+  y = max_pool(conv.without_bias(x))
+  return activation(y + conv.bias[...].astype(y.dtype))
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+  """Inverted dropout with an explicit key; the identity when key is None (evaluation)."""
+  if key is None or rate == 0:
+    return x
+  keep = jax.random.bernoulli(key, 1 - rate, x.shape)
+  return jnp.where(keep, x / (1 - rate), 0).astype(x.dtype)

@@ -1,0 +1,179 @@
+"""The update step and the evaluation step: pure functions of pytrees, for `jax.jit`.
+
+  train_step(state, batch) -> (state, metric sums)    state = {params, opt_state, step}
+  eval_step(params, batch) -> sums of (loss, top-1, top-5, count) over unmasked rows
+
+Both take uint8 images (augmented / preprocessed on the device here) or float
+images (already prepared by a tf.data stream). Randomness is
+`fold_in(seed, step)`, so a step's result depends only on (state, batch).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from squeezejax import configs, parallel
+from squeezejax.data import Preprocessing
+from squeezejax.errors import UserError
+
+DTYPES = {name: jnp.dtype(name) for name in configs.DTYPES}
+
+
+# -- optimizer -------------------------------------------------------------------------
+
+
+def make_schedule(config, steps: int) -> optax.Schedule:
+  warmup = min(config.warmup_steps, steps - 1)
+  decay_steps = max(1, steps - warmup)
+  if config.schedule == 'cosine':
+    main = optax.cosine_decay_schedule(config.lr, decay_steps)
+  elif config.schedule == 'linear':  # the paper: linear decay to 0 ("poly", power 1)
+    main = optax.linear_schedule(config.lr, 0.0, decay_steps)
+  else:
+    main = optax.constant_schedule(config.lr)
+  if warmup <= 0:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warmup), main], [warmup])
+
+
+def make_optimizer(config, schedule, abstract_params) -> optax.GradientTransformation:
+  parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
+  if config.optimizer == 'sgd':
+    # Caffe's weight_decay is L2 added to the gradient, biases included.
+    parts += [optax.add_decayed_weights(config.weight_decay),
+              optax.sgd(schedule, momentum=config.momentum)]
+  else:
+    parts += [optax.adamw(schedule, b1=config.momentum, weight_decay=config.weight_decay)]
+  tx = optax.chain(*parts)
+  if config.freeze_backbone:
+    labels = {k: jax.tree.map(lambda _, k=k: 'train' if k == 'conv10' else 'frozen', v)
+              for k, v in abstract_params.items()}
+    tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
+  return tx
+
+
+def batch_splits(config, mesh) -> int:
+  """config.batch_splits, checked, with 0 resolved: 4 where one CPU device has the
+  whole machine (and 4 divides its micro-batch), else 1. With a device per core
+  (parallel.configure_host) the devices already keep the cores busy."""
+  per_device = config.batch_size // config.accum_steps // mesh.size
+  if config.batch_splits:
+    if config.batch_splits < 0 or per_device % config.batch_splits:
+      raise UserError(
+          f'config.batch_splits={config.batch_splits} is not allowed: expected 0 (automatic) '
+          f'or a divisor of the {per_device} images per device and micro-batch')
+    return config.batch_splits
+  single_cpu = jax.default_backend() == 'cpu' and mesh.size == 1
+  return 4 if single_cpu and per_device % 4 == 0 else 1
+
+
+def _split(x: jax.Array, k: int) -> jax.Array:
+  """[batch, ...] -> [k, batch / k, ...]; part j is rows j, j + k, ..., so that
+  every device keeps its own rows."""
+  return jnp.swapaxes(x.reshape(-1, k, *x.shape[1:]), 0, 1)
+
+
+# -- steps ------------------------------------------------------------------------------
+
+
+def make_train_step(graphdef, tx, config, prep: Preprocessing, splits: int = 1):
+  """(state, batch) -> (state, metrics).
+
+  With config.num_seeds > 1 the state holds that many networks (a leading seed
+  axis), initialised from seeds seed, seed+1, ...: one vmapped step trains them
+  all on the same batches, each with its own augmentation and dropout.
+  `config.accum_steps` micro-batches are scanned and their gradients averaged;
+  `splits` (see `batch_splits`) computes each micro-batch's gradient as the mean
+  over that many independent sub-batches, which XLA:CPU runs side by side on
+  different cores: the same gradient up to float rounding.
+  """
+  accum = config.accum_steps
+
+  def loss_fn(params, images, labels, dropout_key):
+    logits = nnx.merge(graphdef, params)(images, dropout_key=dropout_key)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, (logits.argmax(-1) == labels).mean()
+
+  value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def grad_fn(params, images, labels, dropout_key):
+    """((loss, top1), grads), each the mean over `splits` sub-batches."""
+    if splits == 1:
+      return value_and_grad(params, images, labels, dropout_key)
+    images, labels = _split(images, splits), _split(labels, splits)
+    parts = [value_and_grad(params, images[j], labels[j], jax.random.fold_in(dropout_key, j))
+             for j in range(splits)]
+    return jax.tree.map(lambda *xs: sum(xs) / splits, *parts)
+
+  def update(params, opt_state, step, batch, seed):
+    key = jax.random.fold_in(jax.random.key(seed), step)
+    augment_key, dropout_key = jax.random.split(key)
+    images, labels = batch['image'], batch['label']
+    if images.dtype == jnp.uint8:
+      images = prep.train(images, augment_key)
+    if accum == 1:
+      (loss, top1), grads = grad_fn(params, images, labels, dropout_key)
+    else:
+      def micro(carry, xs):
+        imgs, lbls, j = xs
+        (l, a), g = grad_fn(params, imgs, lbls, jax.random.fold_in(dropout_key, j))
+        return jax.tree.map(jnp.add, carry, (l, a, g)), None
+
+      zeros = (0.0, 0.0, jax.tree.map(jnp.zeros_like, params))
+      (loss, top1, grads), _ = jax.lax.scan(
+          micro, zeros, (_split(images, accum), _split(labels, accum), jnp.arange(accum)))
+      loss, top1, grads = jax.tree.map(lambda x: x / accum, (loss, top1, grads))
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, {'loss': loss, 'top1': top1, 'grad_norm': optax.tree.norm(grads)}
+
+  def train_step(state, batch):
+    if config.num_seeds == 1:
+      params, opt_state, metrics = update(
+          state['params'], state['opt_state'], state['step'], batch, config.seed)
+    else:
+      seeds = config.seed + jnp.arange(config.num_seeds)
+      params, opt_state, metrics = jax.vmap(update, in_axes=(0, 0, None, None, 0))(
+          state['params'], state['opt_state'], state['step'], batch, seeds)
+    return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1}, metrics
+
+  return train_step
+
+
+def make_eval_step(graphdef, prep: Preprocessing, num_seeds: int = 1):
+  """(params, batch) -> sums of (loss, correct top-1, correct top-5, count) over valid
+  rows (per seed, vmapped, when the parameters carry a seed axis)."""
+
+  def eval_step(params, batch):
+    images = batch['image']
+    if images.dtype == jnp.uint8:
+      images = prep.eval(images)
+    logits = nnx.merge(graphdef, params)(images)
+    labels, mask = batch['label'], batch['mask']
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    k = min(5, logits.shape[-1])
+    top5 = (jax.lax.top_k(logits, k)[1] == labels[:, None]).any(-1)
+    return {'loss': (loss * mask).sum(), 'top1': ((logits.argmax(-1) == labels) * mask).sum(),
+            'top5': (top5 * mask).sum(), 'count': mask.sum()}
+
+  return eval_step if num_seeds == 1 else jax.vmap(eval_step, in_axes=(0, None))
+
+
+def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
+  """Exact metrics over a split: padded batches, masked, summed on device."""
+  totals = None
+  for batch in batches:
+    sums = eval_step(params, parallel.global_batch(mesh, batch))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(totals))
+  per_seed = {'eval_loss': totals['loss'] / totals['count'],
+              'top1': totals['top1'] / totals['count'], 'top5': totals['top5'] / totals['count']}
+  metrics = {k: float(np.mean(v)) for k, v in per_seed.items()}
+  metrics['eval_examples'] = int(np.ravel(totals['count'])[0])
+  if np.ndim(totals['count']):  # several seeds: means above, each seed here
+    metrics['per_seed'] = {k: v.tolist() for k, v in per_seed.items()}
+  return metrics
