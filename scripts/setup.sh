@@ -16,12 +16,13 @@ fi
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
+# constraints.txt pins the versions the test suite last passed with.
 if [ "$extra" = test ]; then
   # The CPU build of PyTorch: 2.13.0 is cached on the project's machines (a
   # newer release from the index would be a multi-GB CUDA build).
-  .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q -c constraints.txt "torch==2.13.0"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
 else
-  .venv/bin/python -m pip install -q -e .
+  .venv/bin/python -m pip install -q -c constraints.txt -e .
 fi
 echo "squeezejax is installed in .venv ($(.venv/bin/python -c 'import jax; print("jax", jax.__version__)'))"
