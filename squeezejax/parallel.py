@@ -40,13 +40,12 @@ def configure_host() -> dict[str, Any]:
     batch sizes divide, at most MAX_AUTO_CPU_DEVICES), unless JAX_NUM_CPU_DEVICES,
     jax_num_cpu_devices or XLA's host device count is set. XLA:CPU runs most
     kernels of one program on one thread; data parallel over per-core devices
-    keeps every core busy: 1.14x the train step on 2 cores (docs/performance.md).
+    keeps every core busy (docs/performance.md has the measurements).
   - glibc's malloc keeps freed memory for reuse (one arena, no mmap, no trim),
     unless a MALLOC_* or GLIBC_TUNABLES variable is set. XLA:CPU allocates each
-    step's temporaries (213 MB for the small layout at batch 128) on a worker
-    thread, whose malloc arena maps and unmaps them every step: 55,000 page
-    faults and 100-125 ms of system time per step. The process keeps its peak
-    memory.
+    step's temporaries on a worker thread, whose malloc arena would map and
+    unmap them every step (page faults and system time on every step). The
+    process keeps its peak memory.
 
   Returns what was applied (the first call decides; later calls return the same).
   """
@@ -117,11 +116,10 @@ def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
 def compiler_options(cpu_convolutions: str = 'eigen') -> dict[str, str]:
   """XLA options for `jax.jit`: on CPU, which library runs the convolutions.
 
-  XLA:CPU hands convolutions to YNNPACK by default, which ran each of them on a
-  single thread on the 2-core x86 machines measured; XLA's Eigen convolutions
-  use every core. 'eigen' keeps YNNPACK for the matmuls and reductions and gives
-  the convolutions to Eigen: 1.4-1.8x the CPU train step (docs/performance.md).
-  Other backends get no options.
+  XLA:CPU hands convolutions to YNNPACK by default, which runs each of them on a
+  single thread on the x86 machines measured; XLA's Eigen convolutions use every
+  core. 'eigen' keeps YNNPACK for the matmuls and reductions and gives the
+  convolutions to Eigen (docs/performance.md). Other backends get no options.
   """
   if cpu_convolutions not in CPU_CONVOLUTIONS:
     raise UserError(f'cpu_convolutions={cpu_convolutions!r} is not allowed: expected one of '
