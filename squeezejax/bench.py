@@ -28,7 +28,6 @@ per-window ratios. See docs/performance.md for results and what was tried.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import statistics
@@ -41,7 +40,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from squeezejax import cli, configs, data, parallel
+from squeezejax import cli, configs, data, files, parallel
 from squeezejax import model as model_lib
 from squeezejax import spec as spec_lib
 from squeezejax import step as step_lib
@@ -391,6 +390,8 @@ def main(argv: list[str]) -> int:
   args = parser.parse_args(argv)
   if args.windows < 1 or args.steps < 1 or args.peak_size < 1:
     raise UserError('--windows, --steps and --peak_size must be integers >= 1')
+  if args.json:
+    files.check_output_file(args.json, '--json')  # before minutes of measuring
   convs = tuple(dict.fromkeys(args.cpu_convolutions.split(',')))
   for conv in convs:
     parallel.compiler_options(conv)  # a one-line error for a bad name
@@ -419,7 +420,6 @@ def main(argv: list[str]) -> int:
   print(table(results))
   if args.json:
     report = {'results': results, 'peak_matmul_gflops': peak, 'environment': environment()}
-    with open(args.json, 'w') as f:
-      json.dump(report, f, indent=1)
+    files.write_json(args.json, report)
     print(f'wrote {args.json}')
   return 0

@@ -27,6 +27,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from squeezejax import spec as spec_lib
+from squeezejax.data import core as data_core
 from squeezejax.errors import UserError
 
 OPTIMIZERS = ('sgd', 'adamw')
@@ -112,9 +113,16 @@ def load_module(path: str):
     raise UserError(f'--config={path!r}: no such file')
   name = 'squeezejax_config_' + os.path.splitext(os.path.basename(path))[0]
   module_spec = importlib.util.spec_from_file_location(name, path)
+  if module_spec is None:
+    raise UserError(f'--config={path!r} is not a Python file: expected path/to/file.py')
   module = importlib.util.module_from_spec(module_spec)
   sys.modules[name] = module
-  module_spec.loader.exec_module(module)
+  try:
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise UserError(f'--config={path!r}: syntax error at line {e.lineno}: {e.msg}') from None
+  except Exception as e:  # pylint: disable=broad-except  # the user's file: any error
+    raise UserError(f'--config={path!r} failed to load: {_located(e, path)}') from None
   if not hasattr(module, 'get_config'):
     raise UserError(f'--config={path!r} defines no get_config(arg)')
   return module
@@ -122,19 +130,33 @@ def load_module(path: str):
 
 def call(module, function: str, config_arg: str):
   """`module.function(arg)` of `FILE.py:arg`; a ValueError/KeyError there is a bad preset."""
-  arg = config_arg.partition(':')[2]
+  path, _, arg = config_arg.partition(':')
   try:
     return getattr(module, function)(arg) if arg else getattr(module, function)()
   except UserError:
     raise
-  except (KeyError, ValueError) as e:
+  except (KeyError, ValueError) as e:  # the usual "unknown preset"
     raise UserError(f'--config={config_arg!r}: {e}') from None
+  except Exception as e:  # pylint: disable=broad-except  # the user's file: any error
+    raise UserError(f'--config={config_arg!r}: {function} failed: {_located(e, path)}') from None
+
+
+def _located(error: BaseException, path: str) -> str:
+  """'TypeError at line 12: ...' for an error raised in the user's file."""
+  import traceback  # pylint: disable=g-import-not-at-top
+  lines = [f.lineno for f in traceback.extract_tb(error.__traceback__)
+           if os.path.abspath(f.filename) == os.path.abspath(path)]
+  where = f' at line {lines[-1]}' if lines else ''
+  text = (str(error).strip().splitlines() or [''])[0]
+  return f'{type(error).__name__}{where}: {text}'.rstrip(': ')
 
 
 def load(config_arg: str, overrides: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
   """Loads `file.py[:arg]`, applies overrides, checks it; returns a locked ConfigDict."""
   config = call(load_module(config_arg.partition(':')[0]), 'get_config', config_arg)
-  config = ml_collections.ConfigDict(config) if isinstance(config, dict) else config
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UserError(f'--config={config_arg!r}: get_config returned a {type(config).__name__}: '
+                    'expected an ml_collections.ConfigDict from squeezejax.configs.base_config()')
   config.lock()
   apply_overrides(config, overrides or {})
   validate(config)
@@ -173,7 +195,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
     try:
       node[leaf] = value
     except (TypeError, ValueError) as e:
-      raise UserError(f'--config.{key}={raw!r}: expected {kind.__name__} ({e})') from None
+      raise UserError(f'--config.{key}={raw!r} is not allowed: expected {kind.__name__}'
+                      ) from None
 
 
 def parse_value(raw: str):
@@ -205,15 +228,66 @@ def split_overrides(argv: list[str], prefix: str = '--config.'
 # -- checks -------------------------------------------------------------------------
 
 
+def _one_of(*allowed):
+  return (lambda v: v in allowed), f'one of {", ".join(allowed)}'
+
+
+def _number(lo=-math.inf, hi=math.inf, *, low_open=False, integer=False):
+  def ok(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+      return False
+    if integer and v != int(v):
+      return False
+    return (v > lo if low_open else v >= lo) and v <= hi
+  kind = 'an integer' if integer else 'a number'
+  bound = f'> {lo}' if low_open else (f'>= {lo}' if lo > -math.inf else '')
+  upper = f' and <= {hi}' if hi < math.inf else ''
+  return ok, f'{kind} {bound}{upper}'.strip()
+
+
+# Every field's allowed values, in one place: checked before a run writes anything.
+# (config.spec.* is checked by the spec, the dataset name by the data package.)
+SCHEMA = {
+    'optimizer': _one_of(*OPTIMIZERS),
+    'schedule': _one_of(*SCHEDULES),
+    'dtype': _one_of(*DTYPES),
+    'cpu_convolutions': _one_of(*CPU_CONVOLUTIONS),
+    'augment': _one_of(*data_core.AUGMENTATIONS),
+    'image_size': _number(0, integer=True),
+    'batch_size': _number(1, integer=True),
+    'eval_batch_size': _number(1, integer=True),
+    'accum_steps': _number(1, integer=True),
+    'batch_splits': _number(0, integer=True),
+    'lr': _number(0, low_open=True),
+    'warmup_steps': _number(0, integer=True),
+    'momentum': _number(0, 1),
+    'weight_decay': _number(0),
+    'grad_clip': _number(0),
+    'seed': _number(0, 2**31 - 1, integer=True),
+    'num_seeds': _number(1, integer=True),
+    'num_devices': _number(0, integer=True),
+    'num_processes': _number(1, integer=True),
+    'process_id': _number(0, integer=True),
+    'log_every': _number(1, integer=True),
+    'eval_every': _number(0, integer=True),
+    'checkpoint_every': _number(1, integer=True),
+    'keep_checkpoints': _number(1, integer=True),
+}
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Values the config's types cannot check; each failure is one line naming the key."""
+  """Every value against its meaning (the SCHEMA); each failure is one line naming the key."""
+  missing = sorted(set(base_config().keys()) - set(config.keys()))
+  if missing:
+    raise UserError(f'the config has no {", ".join(missing)}: start it from '
+                    'squeezejax.configs.base_config()')
+
   def bad(key, allowed):
     raise UserError(f'config.{key}={config[key]!r} is not allowed: expected {allowed}')
 
-  for key, allowed in (('optimizer', OPTIMIZERS), ('schedule', SCHEDULES),
-                       ('dtype', DTYPES), ('cpu_convolutions', CPU_CONVOLUTIONS)):
-    if config[key] not in allowed:
-      bad(key, f'one of {", ".join(allowed)}')
+  for key, (ok, allowed) in SCHEMA.items():
+    if not ok(config[key]):
+      bad(key, allowed)
   set_durations = [k for k in DURATIONS if config[k] is not None]
   if len(set_durations) != 1:
     raise UserError(f'the config sets {" and ".join(set_durations) or "no duration"}: '
@@ -223,18 +297,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.num_epochs is not None and not (math.isfinite(config.num_epochs)
                                             and config.num_epochs > 0):
     bad('num_epochs', 'a number > 0')
-  if config.accum_steps < 1 or config.batch_size % config.accum_steps:
+  if config.batch_size % config.accum_steps:
     bad('accum_steps', f'a divisor of batch_size={config.batch_size}')
-  if not config.lr > 0:
-    bad('lr', 'a number > 0')
-  for key in ('batch_size', 'eval_batch_size', 'log_every', 'checkpoint_every',
-              'keep_checkpoints'):
-    if config[key] < 1:
-      bad(key, 'an integer >= 1')
-  if config.num_seeds < 1 or (config.num_seeds > 1 and config.init_from):
-    bad('num_seeds', 'an integer >= 1 (1 when fine-tuning with init_from)')
-  if config.eval_every < 0:
-    bad('eval_every', 'an integer >= 0 (0 = only at the end)')
+  if config.num_seeds > 1 and config.init_from:
+    bad('num_seeds', '1 when fine-tuning with init_from')
+  if config.process_id >= config.num_processes:
+    bad('process_id', f'0..{config.num_processes - 1} (num_processes={config.num_processes})')
+  data_core.parse_name(config.dataset)
+  if not config.init_from:  # the network, as far as it is known before the data is read
+    spec_lib.SqueezeNetSpec(**spec_fields(config))
 
 
 def total_steps(config, num_train_examples: int) -> int:

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from squeezejax import cli
+from squeezejax import cli, files
 from squeezejax import spec as spec_lib
 from squeezejax.errors import UserError
 
@@ -127,6 +127,10 @@ def from_torch_state_dict(spec: spec_lib.SqueezeNetSpec, state_dict: Mapping[str
   """squeezejax parameters (a pure dict) from a state_dict of the torch twin of `spec`."""
   state_dict = {k: _to_numpy(v) for k, v in state_dict.items()}
   _check_keys_and_shapes(state_dict, torch_shapes(spec), what)
+  for key, value in state_dict.items():  # float16/64 convert to float32; others would not
+    if value.dtype.kind != 'f':
+      raise UserError(f'{key} has dtype {value.dtype}: expected floating-point weights '
+                      '(a quantized or corrupted state_dict cannot be cast without a word)')
   params: dict = {}
   for prefix, path, _ in _convs(spec):
     node = params
@@ -203,7 +207,10 @@ def _few(keys: list[str], n: int = 4) -> str:
 
 def _to_numpy(value) -> np.ndarray:
   if hasattr(value, 'detach'):  # a torch.Tensor, without importing torch
-    return value.detach().cpu().numpy()
+    value = value.detach().cpu()
+    if str(value.dtype) == 'torch.bfloat16':  # exact in float32; numpy has no bfloat16
+      value = value.float()
+    return value.numpy()
   return np.asarray(value)
 
 
@@ -333,6 +340,7 @@ def main(argv: list[str]) -> int:
   args = parser.parse_args(argv)
   from squeezejax import checkpoint  # pylint: disable=g-import-not-at-top
 
+  files.check_output_dir(args.out, '--out')
   if os.path.exists(os.path.join(args.out, checkpoint.MODEL_JSON)):
     raise UserError(f'--out={args.out!r} already holds a model: expected a new or '
                     'empty directory')

@@ -16,24 +16,29 @@ class UserError(ValueError):
 
 
 class Preempted(Exception):
-  """SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
+  """SIGTERM (or Ctrl-C: SIGINT) arrived; a checkpoint was saved and the run can be resumed.
 
-  def __init__(self, step: int):
-    super().__init__(f'preempted at step {step}; checkpoint saved, rerun to resume')
+  `exit_status` is the shell's for that signal: 143 for SIGTERM, 130 for SIGINT.
+  """
+
+  def __init__(self, step: int, signum: int = signal.SIGTERM):
+    what = 'interrupted' if signum == signal.SIGINT else 'preempted'
+    super().__init__(f'{what} at step {step}; checkpoint saved, rerun the same command to '
+                     'resume')
     self.step = step
+    self.exit_status = 128 + signum
 
 
 @contextlib.contextmanager
-def on_sigterm(handler: Callable[[], None]):
-  """Calls `handler()` on SIGTERM (preemption) while inside; the old handler is restored.
-
-  Signals reach only the main thread; elsewhere this does nothing.
+def on_sigterm(handler: Callable[[], None], signum: int = signal.SIGTERM):
+  """Calls `handler()` on SIGTERM (preemption), or on `signum`, while inside; the old
+  handler is restored. Signals reach only the main thread; elsewhere this does nothing.
   """
   if threading.current_thread() is not threading.main_thread():
     yield
     return
-  previous = signal.signal(signal.SIGTERM, lambda *_: handler())
+  previous = signal.signal(signum, lambda *_: handler())
   try:
     yield
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    signal.signal(signum, previous)

@@ -159,6 +159,9 @@ def main(argv: list[str]) -> int:
   for name in ('steps', 'batch_size'):
     if getattr(args, name) < 1:
       raise UserError(f'--{name}={getattr(args, name)}: expected an integer >= 1')
+  if os.path.realpath(args.workdir) == os.path.realpath(args.init):
+    raise UserError(f'--workdir={args.workdir!r} is the --init model directory: fine-tuning '
+                    'there would replace the model it starts from; expected a new --workdir')
   from squeezejax import data  # pylint: disable=g-import-not-at-top
   folder = data.open_folder(os.path.expanduser(args.data))
   if len(folder.classes) != args.num_classes:

@@ -20,13 +20,22 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from squeezejax.configs import CPU_CONVOLUTIONS
+from squeezejax import configs
 from squeezejax.errors import UserError
 
 DATA = 'data'
 
 
 MAX_AUTO_CPU_DEVICES = 8
+# XLA:CPU aborts the process (SIGABRT) when one device's thread is 40 s late for a
+# collective, such as the data-parallel gradient all-reduce: on a loaded machine the
+# OS can starve a thread that long. Between the devices of one process a late thread
+# is not a deadlock, so wait much longer (and warn later). Only XLA_FLAGS sets these
+# (as jit compiler options they are accepted and ignored).
+CPU_COLLECTIVE_TIMEOUT_S = 1800
+CPU_COLLECTIVE_FLAGS = ('xla_cpu_collective_call_terminate_timeout_seconds',
+                        'xla_cpu_collective_call_warn_stuck_timeout_seconds',
+                        'xla_cpu_collective_timeout_seconds')
 
 
 @functools.cache
@@ -41,6 +50,8 @@ def configure_host() -> dict[str, Any]:
     jax_num_cpu_devices or XLA's host device count is set. XLA:CPU runs most
     kernels of one program on one thread; data parallel over per-core devices
     keeps every core busy (docs/performance.md has the measurements).
+  - XLA:CPU's collectives wait CPU_COLLECTIVE_TIMEOUT_S for a late device thread
+    instead of aborting after 40 s, unless XLA_FLAGS sets any of CPU_COLLECTIVE_FLAGS.
   - glibc's malloc keeps freed memory for reuse (one arena, no mmap, no trim),
     unless a MALLOC_* or GLIBC_TUNABLES variable is set. XLA:CPU allocates each
     step's temporaries on a worker thread, whose malloc arena would map and
@@ -49,7 +60,7 @@ def configure_host() -> dict[str, Any]:
 
   Returns what was applied (the first call decides; later calls return the same).
   """
-  applied = {'cpu_devices': None, 'malloc_reuse': False}
+  applied = {'cpu_devices': None, 'malloc_reuse': False, 'collective_timeout_s': None}
   platforms = (jax.config.jax_platforms or '').split(',')
   if platforms[0] not in ('', 'cpu') or (not platforms[0] and _accelerator_plugins()):
     return applied
@@ -62,6 +73,12 @@ def configure_host() -> dict[str, Any]:
       applied['cpu_devices'] = count
     except RuntimeError:  # JAX already started its backends: keep what they have
       pass
+  xla_flags = os.environ.get('XLA_FLAGS', '')
+  if not any(flag in xla_flags for flag in CPU_COLLECTIVE_FLAGS):
+    os.environ['XLA_FLAGS'] = ' '.join(
+        [xla_flags, *(f'--{flag}={CPU_COLLECTIVE_TIMEOUT_S}' for flag in CPU_COLLECTIVE_FLAGS)]
+    ).strip()
+    applied['collective_timeout_s'] = CPU_COLLECTIVE_TIMEOUT_S
   if platform.libc_ver()[0] == 'glibc' and not any(
       k.startswith('MALLOC_') or k == 'GLIBC_TUNABLES' for k in os.environ):
     libc = ctypes.CDLL(None)
@@ -114,16 +131,17 @@ def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
 
 
 def compiler_options(cpu_convolutions: str = 'eigen') -> dict[str, str]:
-  """XLA options for `jax.jit`: on CPU, which library runs the convolutions.
+  """XLA options for `jax.jit`: on CPU, which library runs the convolutions. Other
+  backends get no options.
 
   XLA:CPU hands convolutions to YNNPACK by default, which runs each of them on a
   single thread on the x86 machines measured; XLA's Eigen convolutions use every
   core. 'eigen' keeps YNNPACK for the matmuls and reductions and gives the
-  convolutions to Eigen (docs/performance.md). Other backends get no options.
+  convolutions to Eigen (docs/performance.md).
   """
-  if cpu_convolutions not in CPU_CONVOLUTIONS:
+  if cpu_convolutions not in configs.CPU_CONVOLUTIONS:
     raise UserError(f'cpu_convolutions={cpu_convolutions!r} is not allowed: expected one of '
-                    f'{", ".join(CPU_CONVOLUTIONS)}')
+                    f'{", ".join(configs.CPU_CONVOLUTIONS)}')
   if cpu_convolutions == 'ynnpack' or jax.default_backend() != 'cpu':
     return {}
   return {'xla_cpu_experimental_ynn_fusion_type':

@@ -6,6 +6,10 @@ a line cut by a kill, or an older line of a retried point, is dropped when the
 file is read. `sweep.json` names the sweep (its config and overrides: one workdir
 holds one sweep) and holds the experiment file's report declaration, so the report
 needs nothing else. The sweep writes both; the report only reads them.
+
+Beside them: RUN_DIR/point.json, the resolved config each point was started with
+(a rerun compares it with what the experiment file gives now), and `slurm_jobs.json`,
+the SLURM job of each point submitted (a rerun re-attaches to it).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from squeezejax.errors import UserError
 
 RESULTS = 'results.jsonl'
 SWEEP_JSON = 'sweep.json'
+POINT_JSON = 'point.json'
+JOBS_JSON = 'slurm_jobs.json'
 METRICS = ('params', 'size_mib', 'macs', 'steps', 'final_train_loss', 'top1', 'top5',
            'train_img_s', 'wall_s')
 
@@ -108,3 +114,56 @@ def write_sweep_info(workdir: str, config_arg: str, overrides: dict[str, Any],
         '--workdir')
   if old != info:
     files.write_json(os.path.join(workdir, SWEEP_JSON), info)
+
+
+# -- each point's resolved config ---------------------------------------------------------
+
+
+def write_point(run_dir: str, overrides: dict[str, Any], config: dict[str, Any]) -> None:
+  """RUN_DIR/point.json: the point's overrides and the whole config it runs with."""
+  os.makedirs(run_dir, exist_ok=True)
+  files.write_json(os.path.join(run_dir, POINT_JSON), {'overrides': overrides, 'config': config})
+
+
+def recorded_config(run_dir: str) -> dict[str, Any] | None:
+  """The config a point ran with: point.json, else (older sweeps) result.json's."""
+  for name in (POINT_JSON, 'result.json'):
+    try:
+      with open(os.path.join(run_dir, name)) as f:
+        return json.load(f)['config']
+    except (OSError, ValueError, KeyError, TypeError):
+      continue
+  return None
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+  """`key old -> new` for each dotted key whose value differs (JSON-compared)."""
+  old, new = _flatten(json.loads(json.dumps(old))), _flatten(json.loads(json.dumps(new)))
+  return [f'{k} {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(old.keys() | new.keys())
+          if old.get(k) != new.get(k)]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
+# -- SLURM job ids --------------------------------------------------------------------------
+
+
+def read_jobs(workdir: str) -> dict[str, dict[str, Any]]:
+  """Point name -> {'job_id': '12_3', 'tasks': 1}, for every point submitted to SLURM."""
+  try:
+    with open(os.path.join(workdir, JOBS_JSON)) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return {}
+
+
+def write_jobs(workdir: str, jobs: dict[str, dict[str, Any]]) -> None:
+  files.write_json(os.path.join(workdir, JOBS_JSON), jobs)

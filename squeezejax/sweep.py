@@ -2,7 +2,7 @@ r"""Design-space sweeps: expand a grid, run each point in its own workdir, colle
 
   squeezejax sweep --config=experiments/fig3a_squeeze_ratio.py:quick --workdir=runs/fig3a \
       [--seeds=3 [--vmap_seeds]] [--executor=local|processes|slurm] [--parallel=2] \
-      [--config.X=...]
+      [--status] [--config.X=...]
 
 A sweep is an experiment file's `get_config(arg)`, `get_sweep(arg)` (a list of
 override dicts with dotted keys, one per point) and optionally `get_report(arg)`
@@ -12,17 +12,26 @@ WORKDIR/results.jsonl (squeezejax.results), the sweep's only state (pycls): a re
 skips points that have a line, appends the line of a point whose result.json exists
 and resumes the others from their checkpoints, so a sweep killed at any moment and
 rerun ends with each point once. A failed point is recorded and the sweep goes on
-(`--retry_failed` runs it again); a preempted one stops the sweep, as SIGTERM to the
-sweep does (exit 143; a rerun resumes). Only process 0 writes.
+(`--retry_failed` runs it again; the sweep exits 1, counting them in its last line);
+a preempted one stops the sweep, as SIGTERM to the sweep does (exit 143; a rerun
+resumes). Only process 0 writes, holding WORKDIR/.lock: a second sweep of the same
+workdir is refused, naming the first.
+
+Each point's resolved config is kept in RUN_DIR/point.json. When the experiment file
+(or anything it reads) changes, a rerun refuses the points it changed, saying what
+changed; `--rerun_changed` moves their old runs to WORKDIR/replaced/ and reruns them,
+so a sweep never mixes points of two configs.
 
 Executors: `local` (sequential, in this process), `processes` (submitit's
 LocalExecutor: `--parallel` subprocess jobs, each on its own GPUs or CPU cores),
-`slurm` (a submitit job array). All jobs share a persistent XLA compilation cache
-(WORKDIR/xla_cache), so points with the same shapes (seeds) compile once.
+`slurm` (a SLURM job array, squeezejax.slurm). All jobs share a persistent XLA
+compilation cache (WORKDIR/xla_cache), so points with the same shapes (seeds)
+compile once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -31,7 +40,6 @@ import re
 import signal
 import sys
 import time
-import traceback
 from typing import Any, Callable
 
 from squeezejax import cli
@@ -39,18 +47,12 @@ from squeezejax import configs
 from squeezejax import errors
 from squeezejax import files
 from squeezejax import results
+from squeezejax import slurm
 from squeezejax.errors import UserError
+from squeezejax.job import RESULT_JSON, Job, Outcome, SweepPreempted  # noqa: F401
+from squeezejax.job import load_result, one_line, preempt, submitit, write_error
 
-RESULT_JSON = 'result.json'  # written atomically by the trainer when a run is done
 STOP_GRACE_S = 60  # for stopped local jobs to save their checkpoints
-
-
-class SweepPreempted(Exception):
-  """SIGTERM reached the sweep or one of its runs: stop; a rerun resumes from checkpoints."""
-
-
-def _preempt():
-  raise SweepPreempted('SIGTERM')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,99 +138,6 @@ def point_config(base, point: Point):
   return config
 
 
-# -- one point ------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-  """What a job returns instead of raising: the driver, whichever process the job ran
-  in, tells a failure from a preemption by its status, not by parsing an error."""
-  status: str  # 'ok' | 'failed' | 'preempted'
-  result: dict[str, Any] | None = None  # the trainer's result.json dict, when ok
-  error: str = ''  # one line, when failed (the traceback is in RUN_DIR/error.txt)
-
-
-@dataclasses.dataclass
-class Job:
-  """One point's training, in the sweep's process or as a submitit job."""
-  config_arg: str
-  overrides: dict[str, Any]
-  run_dir: str
-  cache_dir: str | None = None
-  cores: tuple[int, ...] = ()  # a CPU share of its own (the processes executor)
-
-  def __call__(self) -> Outcome:
-    # SIGTERM before or after the trainer's own handler (which saves a checkpoint
-    # first) also ends the job as preempted: the point must not be recorded failed.
-    with errors.on_sigterm(_preempt):
-      try:
-        if self.cores:  # before configure_host, which gives JAX a device per core
-          os.sched_setaffinity(0, self.cores)
-        from squeezejax import parallel  # late: importing it imports JAX
-        parallel.configure_host()  # a fresh job process needs it; then a no-op
-        setup_compilation_cache(self.cache_dir)
-        config = configs.load(self.config_arg,
-                              {**self.overrides, **_submitit_distributed_overrides()})
-        from squeezejax import train
-        return Outcome('ok', train.train_and_evaluate(config, self.run_dir))
-      except (errors.Preempted, SweepPreempted):
-        return Outcome('preempted')
-      except Exception as e:  # a failing point must not stop the sweep
-        _write_error(self.run_dir, traceback.format_exc())
-        return Outcome('failed', error=_one_line(e))
-
-  def checkpoint(self):
-    """On SLURM preemption or timeout submitit requeues this: the same job, resuming."""
-    import submitit
-    return submitit.helpers.DelayedSubmission(self)
-
-
-def _one_line(error: BaseException) -> str:
-  return f'{type(error).__name__}: {(str(error).strip().splitlines() or [""])[0]}'.strip()
-
-
-def _write_error(run_dir: str, text: str) -> None:
-  os.makedirs(run_dir, exist_ok=True)
-  files.write_atomic(os.path.join(run_dir, 'error.txt'), text)
-
-
-def setup_compilation_cache(cache_dir: str | None) -> None:
-  """Points this process's JAX at a persistent compilation cache."""
-  if not cache_dir:
-    return
-  import jax
-  from jax.experimental.compilation_cache import compilation_cache
-  os.makedirs(cache_dir, exist_ok=True)
-  # Small runs compile in seconds; cache every executable, not only slow ones.
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
-  if jax.config.jax_compilation_cache_dir != cache_dir:
-    jax.config.update('jax_compilation_cache_dir', cache_dir)
-    # JAX decides once per process whether to use the cache (at the first compile);
-    # make it look again now that there is a directory.
-    compilation_cache.reset_cache()
-
-
-def _submitit_distributed_overrides(port: int = 12355) -> dict[str, Any]:
-  """In a multi-task submitit job: jax.distributed settings from the job environment."""
-  if 'SUBMITIT_FOLDER' not in os.environ:  # not a submitit job: don't import it (its
-    return {}                              # logging set-up closes other handlers)
-  import submitit
-  env = submitit.JobEnvironment()
-  if env.num_tasks <= 1:
-    return {}
-  return {'coordinator_address': f'{env.hostnames[0]}:{port}',
-          'num_processes': env.num_tasks, 'process_id': env.global_rank}
-
-
-def _load_result(run_dir: str) -> dict[str, Any] | None:
-  try:
-    with open(os.path.join(run_dir, RESULT_JSON)) as f:
-      return json.load(f)
-  except (OSError, ValueError):  # none yet (the trainer writes it atomically at the end)
-    return None
-
-
 # -- executors -------------------------------------------------------------------
 # Each runs its (point, job) pairs, calling `done(point, outcome)` as each finishes;
 # `done` raises SweepPreempted for a preempted point, then the others are stopped.
@@ -239,13 +148,24 @@ Done = Callable[[Point, Outcome], None]
 @dataclasses.dataclass
 class Options:
   """How `processes` and `slurm` run jobs (the command-line flags of the same names)."""
-  folder: str  # submitit's job files and logs
-  parallel: int = 1
+  workdir: str  # the sweep's; submitit's job files and logs go to WORKDIR/submitit
+  parallel: int = 1  # processes
   gpus_per_node: int = 0  # GPUs per run
   timeout_min: int = 60 * 24
+  # slurm: 0 and '' leave a setting to the cluster's defaults
   slurm_partition: str = ''
+  cpus_per_task: int = 0
   nodes: int = 1
   tasks_per_node: int = 1
+  array_parallelism: int = 0  # 0: every job of the array at once
+  sbatch: dict[str, Any] = dataclasses.field(default_factory=dict)  # any other option
+  max_attempts: int = 5  # runs of a job that is preempted or times out, at most
+  no_wait: bool = False  # submit, collect what has finished, return
+  log: Callable[[str], None] = print
+
+  @property
+  def folder(self) -> str:
+    return os.path.join(self.workdir, 'submitit')
 
 
 def run_local(jobs: list[tuple[Point, Job]], done: Done, options: Options) -> None:
@@ -275,17 +195,9 @@ def device_slots(parallel: int, gpus_per_run: int = 0
   return [((), tuple(cores[(i * per) % len(cores):][:per])) for i in range(parallel)]
 
 
-def _submitit():
-  try:
-    import submitit
-    return submitit
-  except ImportError:
-    raise UserError('this executor needs submitit: pip install squeezejax[cluster]') from None
-
-
 def run_processes(jobs: list[tuple[Point, Job]], done: Done, options: Options) -> None:
   """submitit's LocalExecutor: up to `parallel` subprocess jobs, each on its own devices."""
-  executor = _submitit().LocalExecutor(folder=options.folder)
+  executor = submitit().LocalExecutor(folder=options.folder)
   slots = device_slots(options.parallel, options.gpus_per_node)
   queue, running = list(jobs), {}  # slot -> (point, job, submitit job)
   try:
@@ -309,26 +221,6 @@ def run_processes(jobs: list[tuple[Point, Job]], done: Done, options: Options) -
       handle.cancel(check=False)  # SIGINT, then SIGKILL, to whatever still runs
 
 
-def run_slurm(jobs: list[tuple[Point, Job]], done: Done, options: Options) -> None:
-  """One SLURM job array, `parallel` jobs at a time; jobs requeue on preemption."""
-  try:
-    executor = _submitit().AutoExecutor(folder=options.folder, cluster='slurm')
-  except RuntimeError as e:
-    raise UserError(f'--executor=slurm: {e}') from None
-  executor.update_parameters(
-      timeout_min=options.timeout_min, nodes=options.nodes,
-      tasks_per_node=options.tasks_per_node, gpus_per_node=options.gpus_per_node,
-      slurm_array_parallelism=options.parallel, slurm_partition=options.slurm_partition or None)
-  with executor.batch():
-    running = {i: (point, job, executor.submit(job)) for i, (point, job) in enumerate(jobs)}
-  try:
-    while running:
-      _collect(running, done, poll_s=10)
-  finally:  # scancel: SLURM sends SIGTERM, then kills
-    for *_, handle in running.values():
-      handle.cancel(check=False)
-
-
 def _collect(running: dict[Any, tuple[Point, Job, Any]], done: Done, poll_s: float) -> None:
   """Waits `poll_s`, then passes each finished job's outcome to `done`."""
   time.sleep(poll_s)
@@ -338,12 +230,12 @@ def _collect(running: dict[Any, tuple[Point, Job, Any]], done: Done, poll_s: flo
       try:
         outcome = handle.result()
       except Exception as e:  # the job's process died before returning (killed, OOM)
-        _write_error(job.run_dir, str(e))
-        outcome = Outcome('failed', error=_one_line(e))
+        write_error(job.run_dir, str(e))
+        outcome = Outcome('failed', error=one_line(e))
       done(point, outcome)
 
 
-EXECUTORS = {'local': run_local, 'processes': run_processes, 'slurm': run_slurm}
+EXECUTORS = {'local': run_local, 'processes': run_processes, 'slurm': slurm.run}
 
 
 # -- the sweep ---------------------------------------------------------------------
@@ -351,12 +243,13 @@ EXECUTORS = {'local': run_local, 'processes': run_processes, 'slurm': run_slurm}
 
 def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1, vmap_seeds: bool = False,
               overrides: dict[str, Any] | None = None, executor: str = 'local',
-              retry_failed: bool = False, report: bool = True,
-              cache_dir: str | None = '', log: Callable[[str], None] = print,
-              **options) -> list[dict[str, Any]]:
+              retry_failed: bool = False, rerun_changed: bool = False, status: bool = False,
+              report: bool = True, cache_dir: str | None = '',
+              log: Callable[[str], None] = print, **options) -> list[dict[str, Any]]:
   """Runs every point not yet in results.jsonl; returns the sweep's records.
 
   cache_dir: '' = WORKDIR/xla_cache, None = no persistent compilation cache.
+  status: print each point's state and return, writing nothing.
   options: fields of `Options` (parallel, gpus_per_node, timeout_min, ...).
   Raises SweepPreempted when a point is preempted or the sweep gets SIGTERM.
   """
@@ -370,60 +263,114 @@ def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1, vmap_seeds: bool
   points = expand(load_grid(config_arg), seeds, base.seed, vmap_seeds)
   for point in points:
     point_config(base, point)  # unknown keys fail before anything runs
-  writer = base.process_id == 0
   results_path = os.path.join(workdir, results.RESULTS)
-  if writer:
-    os.makedirs(workdir, exist_ok=True)
-    results.write_sweep_info(workdir, config_arg, overrides, load_report(config_arg))
-  if cache_dir == '':
-    cache_dir = os.path.join(workdir, 'xla_cache')
+  if status:
+    slurm.print_status(points, workdir, log)
+    records = {r['name']: r for r in results.read(results_path)}
+    return [records[n] for p in points for n in record_names(p) if n in records]
+  writer = base.process_id == 0
+  with files.lock(workdir, 'squeezejax sweep') if writer else contextlib.nullcontext():
+    if writer:
+      results.write_sweep_info(workdir, config_arg, overrides, load_report(config_arg))
+    if cache_dir == '':
+      cache_dir = os.path.join(workdir, 'xla_cache')
 
-  lines = results.repair(results_path) if writer else results.read(results_path)
-  records = {r['name']: r for r in lines if not (retry_failed and r['status'] == 'failed')}
-  if writer and len(records) < len(lines):  # --retry_failed: the failed lines go
-    results.rewrite(results_path, list(records.values()))
+    lines = results.repair(results_path) if writer else results.read(results_path)
+    dropped = _changed_points(base, points, lines, workdir, config_arg,
+                              rerun_changed and writer, log)
+    dropped |= {r.get('run_dir') for r in lines if retry_failed and r['status'] == 'failed'}
+    records = {r['name']: r for r in lines if r.get('run_dir') not in dropped}
+    if writer and dropped:  # --rerun_changed, --retry_failed: their lines and jobs go
+      if len(records) < len(lines):
+        results.rewrite(results_path, list(records.values()))
+      jobs = results.read_jobs(workdir)
+      if dropped & jobs.keys():
+        results.write_jobs(workdir, {k: v for k, v in jobs.items() if k not in dropped})
 
-  def done(point: Point, outcome: Outcome) -> None:
-    if outcome.status == 'preempted':
-      raise SweepPreempted(f'{point.name} was preempted')
-    if outcome.status == 'failed':
-      new = [results.failed_record(point.name, point.overrides, point_config(base, point),
-                                   outcome.error)]
-    else:  # vmapped seeds: a line per seed
-      entries = outcome.result.get('per_seed', [{}])
-      new = [results.ok_record(name, point.name, point.overrides, {**outcome.result, **entry})
-             for entry, name in zip(entries, record_names(point))]
-    for r in new:
-      records[r['name']] = r
-      if writer:
-        results.append(results_path, r)
-      log(f'[sweep] {r["name"]}: FAILED: {r["error"]}' if r['status'] == 'failed' else
-          f'[sweep] {r["name"]}: top1 {r["top1"]:.4f} top5 {r["top5"]:.4f} '
-          f'{r["size_mib"]:.3f} MiB {r["wall_s"]:.0f} s')
+    def done(point: Point, outcome: Outcome) -> None:
+      if outcome.status == 'preempted':
+        raise SweepPreempted(f'{point.name} was preempted')
+      if outcome.status == 'failed':
+        new = [results.failed_record(point.name, point.overrides, point_config(base, point),
+                                     outcome.error)]
+      else:  # vmapped seeds: a line per seed
+        entries = outcome.result.get('per_seed', [{}])
+        new = [results.ok_record(name, point.name, point.overrides, {**outcome.result, **entry})
+               for entry, name in zip(entries, record_names(point))]
+      for r in new:
+        records[r['name']] = r
+        if writer:
+          results.append(results_path, r)
+        log(f'[sweep] {r["name"]}: FAILED: {r["error"]}' if r['status'] == 'failed' else
+            f'[sweep] {r["name"]}: top1 {r["top1"]:.4f} top5 {r["top5"]:.4f} '
+            f'{r["size_mib"]:.3f} MiB {r["wall_s"]:.0f} s')
 
-  pending = []
-  for point in points:
-    if all(name in records for name in record_names(point)):
-      continue  # done (or failed: --retry_failed reruns those)
-    result = _load_result(os.path.join(workdir, point.name))
-    if result is not None:  # finished, but killed before its line was written
-      done(point, Outcome('ok', result))
-    else:
-      pending.append(point)
-  log(f'[sweep] {len(points)} points, {len(points) - len(pending)} already done, '
-      f'{len(pending)} to run with executor={executor}')
-  start = time.time()
-  if pending:
-    jobs = [(p, Job(config_arg, {**overrides, **p.overrides},  # the grid wins over the CLI
-                    os.path.join(workdir, p.name), cache_dir)) for p in pending]
-    with errors.on_sigterm(_preempt):
-      EXECUTORS[executor](jobs, done, Options(os.path.join(workdir, 'submitit'), **options))
-  log(f'[sweep] finished in {time.time() - start:.0f} s; results in {results_path}')
-  if report and writer:
-    from squeezejax import report as report_lib  # late: matplotlib
-    for path in report_lib.make_report(workdir):
-      log(f'[sweep] wrote {path}')
-  return [records[n] for p in points for n in record_names(p) if n in records]
+    pending = []
+    for point in points:
+      if all(name in records for name in record_names(point)):
+        continue  # done (or failed: --retry_failed reruns those)
+      result = load_result(os.path.join(workdir, point.name))
+      if result is not None:  # finished, but killed before its line was written
+        done(point, Outcome('ok', result))
+      else:
+        pending.append(point)
+    log(f'[sweep] {len(points)} points, {len(points) - len(pending)} already done, '
+        f'{len(pending)} to run with executor={executor}')
+    start = time.time()
+    if pending:
+      jobs = [(p, Job(config_arg, {**overrides, **p.overrides},  # the grid wins over the CLI
+                      os.path.join(workdir, p.name), cache_dir)) for p in pending]
+      if writer:  # what each point runs with, for the next rerun to compare
+        for p, job in jobs:
+          results.write_point(job.run_dir, p.overrides, point_config(base, p).to_dict())
+      with errors.on_sigterm(preempt):
+        EXECUTORS[executor](jobs, done, Options(workdir, log=log, **options))
+    finished = [records[n] for p in points for n in record_names(p) if n in records]
+    left = sum(len(record_names(p)) for p in points) - len(finished)
+    if left:  # --no_wait
+      log(f'[sweep] {left} point(s) not finished yet: rerun the same command to collect them')
+      return finished
+    log(f'[sweep] finished in {time.time() - start:.0f} s; results in {results_path}')
+    if report and writer:
+      from squeezejax import report as report_lib  # late: matplotlib
+      for path in report_lib.make_report(workdir):
+        log(f'[sweep] wrote {path}')
+    return finished
+
+
+def _changed_points(base, points: list[Point], lines: list[dict[str, Any]], workdir: str,
+                    config_arg: str, rerun_changed: bool, log: Callable[[str], None]
+                    ) -> set[str]:
+  """Run dirs (of the grid's points, or of results lines) whose recorded config is not
+  the one the experiment file gives now: refused, or with `rerun_changed` moved to
+  WORKDIR/replaced/ and returned, for their lines to be dropped and the points rerun."""
+  overrides = {r['run_dir']: r['overrides'] for r in lines
+               if {'run_dir', 'overrides'} <= r.keys()}
+  overrides.update({p.name: p.overrides for p in points})
+  changed = {}
+  for name, point_overrides in overrides.items():
+    old = results.recorded_config(os.path.join(workdir, name))
+    new = point_config(base, Point(name, point_overrides)).to_dict()
+    if old is not None and (diff := results.config_changes(old, new)):
+      changed[name] = diff
+  if not changed:
+    return set()
+  name, diff = next(iter(changed.items()))
+  what = (f'{len(changed)} point(s) ran with another config than {config_arg} gives now '
+          f'({name}: {"; ".join(diff[:3])}{"; ..." if len(diff) > 3 else ""})')
+  if not rerun_changed:
+    raise UserError(f'{what}: rerun them with --rerun_changed (their old runs move to '
+                    f'{os.path.join(workdir, "replaced")}), or use a new --workdir')
+  if busy := slurm.live_jobs(workdir, list(changed)):
+    raise UserError(f'--rerun_changed: {busy[0]} is still queued or running: wait for it, '
+                    'or scancel it, then rerun')
+  target = os.path.join(workdir, 'replaced', time.strftime('%Y%m%d-%H%M%S'))
+  for name in changed:
+    if os.path.isdir(os.path.join(workdir, name)):
+      os.makedirs(target, exist_ok=True)
+      os.rename(os.path.join(workdir, name), os.path.join(target, name))
+  log(f'[sweep] --rerun_changed: {what}; their old runs are in {target}')
+  return set(changed)
 
 
 def main(argv: list[str]) -> int:
@@ -438,28 +385,47 @@ def main(argv: list[str]) -> int:
   add('--vmap_seeds', action='store_true', help='train the seeds of a point in one vmapped step')
   add('--executor', choices=EXECUTORS, default='local')
   add('--retry_failed', action='store_true', help='rerun failed points')
+  add('--rerun_changed', action='store_true',
+      help='rerun points whose config changed since they ran (old runs: WORKDIR/replaced/)')
+  add('--status', action='store_true', help="print each point's state and job id, and exit")
   add('--no_report', action='store_true', help='skip figures and tables')
   add('--compilation_cache', default='',
       help="persistent XLA cache dir ('' = WORKDIR/xla_cache, 'none' = off)")
-  add('--parallel', type=int, default=1, help='concurrent runs (processes, slurm)')
+  add('--parallel', type=int, default=1, help='concurrent runs (processes)')
   add('--gpus_per_node', type=int, default=0, help='GPUs per run (processes, slurm)')
   add('--timeout_min', type=int, default=60 * 24, help='job time limit (processes, slurm)')
-  add('--slurm_partition', default='')
-  add('--nodes', type=int, default=1, help='hosts per run (slurm, jax.distributed)')
-  add('--tasks_per_node', type=int, default=1, help='processes per host (slurm)')
+  slurm.add_flags(parser)
   args = parser.parse_args(argv)
-  if args.parallel < 1:
-    raise UserError(f'--parallel={args.parallel}: expected an integer >= 1')
+  for flag, least in (('parallel', 1), ('gpus_per_node', 0), ('timeout_min', 1)):
+    if getattr(args, flag) < least:
+      raise UserError(f'--{flag}={getattr(args, flag)}: expected an integer >= {least}')
+  slurm.check_flags(parser, args)
   options = {f.name: getattr(args, f.name) for f in dataclasses.fields(Options)
-             if f.name != 'folder'}
+             if f.name not in ('workdir', 'log')}
+  on_slurm = args.executor == 'slurm'
   try:
-    run_sweep(args.config, args.workdir, seeds=args.seeds, vmap_seeds=args.vmap_seeds,
-              overrides=overrides, executor=args.executor, retry_failed=args.retry_failed,
-              report=not args.no_report,
-              cache_dir=None if args.compilation_cache == 'none' else args.compilation_cache,
-              **options)
-  except SweepPreempted as e:
+    records = run_sweep(
+        args.config, args.workdir, seeds=args.seeds, vmap_seeds=args.vmap_seeds,
+        overrides=overrides, executor=args.executor, retry_failed=args.retry_failed,
+        rerun_changed=args.rerun_changed, status=args.status, report=not args.no_report,
+        cache_dir=None if args.compilation_cache == 'none' else args.compilation_cache,
+        **options)
+  except (SweepPreempted, KeyboardInterrupt) as e:
+    code = 130 if isinstance(e, KeyboardInterrupt) else 143
+    if on_slurm:  # the jobs are the cluster's: they go on without the driver
+      print('squeezejax sweep: stopped; the SLURM jobs keep running: rerun the same command '
+            'to collect them', file=sys.stderr)
+      return code
+    if isinstance(e, KeyboardInterrupt):
+      raise
     print(f'squeezejax sweep: preempted ({e}); rerun the same command to resume',
           file=sys.stderr)
-    return 143
+    return code
+  failed = [r for r in records if r['status'] == 'failed']
+  if failed and not args.status:
+    sys.stdout.flush()  # this is the last line
+    print(f'squeezejax sweep: {len(failed)} of {len(records)} points failed (first: '
+          f'{failed[0]["name"]}: {failed[0]["error"]}); --retry_failed reruns them',
+          file=sys.stderr)
+    return 1
   return 0

@@ -12,11 +12,13 @@ checkpoint; the data order, augmentation and dropout are pure functions of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -127,6 +129,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   spec = configs.spec_from_config(config, num_classes=source.num_classes,
                                   in_channels=source.channels, base=init_spec)
   spec.check_image_size(prep.image_size)
+  _check_same_run(workdir, spec, config.dataset)
+  run_lock = contextlib.ExitStack()  # one trainer per run directory (released on exit)
+  if jax.process_index() == 0:
+    run_lock.enter_context(files.lock(workdir, 'squeezejax train'))
   cost = spec.cost(prep.image_size)
   dtype = step_lib.DTYPES[config.dtype]
   graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: model_lib.create(spec, dtype=dtype)))
@@ -196,8 +202,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   t_window, step_window = time.time(), start_step
   sums = None
   batches = data.prefetch(source.train_batches(start_step))
-  preempted = threading.Event()
-  with jax.set_mesh(mesh), on_sigterm(preempted.set):
+  preempted, stop_signal = threading.Event(), []
+
+  def stop(signum):  # SIGTERM (preemption) or Ctrl-C: save at this step, then exit
+    stop_signal.append(signum)
+    preempted.set()
+
+  with (jax.set_mesh(mesh), on_sigterm(lambda: stop(signal.SIGTERM)),
+        on_sigterm(lambda: stop(signal.SIGINT), signal.SIGINT)):
     for step in range(start_step + 1, steps + 1):
       state, metrics = train_step(state, parallel.global_batch(mesh, next(batches)))
       sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
@@ -243,7 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if preempted.is_set():
           checkpointer.close()
           writer.close()
-          raise Preempted(step)
+          raise Preempted(step, stop_signal[0])
 
     # -- evaluation and result ------------------------------------------------------------
     checkpointer.wait()
@@ -266,6 +278,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
          **{k: v[i] for k, v in per_seed.items()}} for i in range(config.num_seeds)]
   if jax.process_index() == 0:
     files.write_json(os.path.join(workdir, 'result.json'), result)  # all of it or nothing
+  run_lock.close()
   return result
 
 
@@ -285,6 +298,21 @@ def _init_from(directory, state, tx, shardings, mesh):
       say(f'init_from: {name} shapes differ ({directory}); keeping it freshly initialised')
   opt_state = jax.jit(tx.init, out_shardings=shardings['opt_state'])(params)
   return {'params': params, 'opt_state': opt_state, 'step': state['step']}
+
+
+def _check_same_run(workdir: str, spec, dataset: str) -> None:
+  """A workdir holds one run: resuming it with another network or dataset is refused
+  before anything in it is touched."""
+  if not os.path.exists(os.path.join(workdir, checkpoint_lib.MODEL_JSON)):
+    return
+  old_spec, meta = checkpoint_lib.read_model_json(workdir)
+  old, new = old_spec.to_dict(), spec.to_dict()
+  changes = [f'{k} {old[k]!r} -> {new[k]!r}' for k in new if old.get(k) != new[k]]
+  if meta.get('dataset', dataset) != dataset:
+    changes.append(f'dataset {meta["dataset"]!r} -> {dataset!r}')
+  if changes:
+    raise UserError(f'workdir={workdir!r} holds a run of another model ({"; ".join(changes)}): '
+                    'use a new --workdir, or delete this one to start fresh')
 
 
 def _warn_if_stalled(loss, num_classes, step, steps, warned) -> bool:
@@ -347,13 +375,23 @@ def main(argv: list[str]) -> int:
     train_and_evaluate(config, args.workdir)
   except Preempted as e:
     print(f'squeezejax train: {e}', file=sys.stderr)
-    return 143
+    return e.exit_status
   return 0
 
 
 def eval_main(argv: list[str]) -> int:
-  """`squeezejax eval`: re-evaluate the newest checkpoint of a training workdir (read-only)."""
+  """`squeezejax eval`: re-evaluate the newest checkpoint of a training workdir (read-only),
+  or with --model=FILE an exported file in its own runtime (squeezejax.edge)."""
+  if any(a == '--model' or a.startswith('--model=') for a in argv):
+    from squeezejax import edge  # pylint: disable=g-import-not-at-top
+    print(json.dumps(edge.eval_main(argv)))
+    return 0
   args, config = _parse('squeezejax eval', argv)
+  model_keys = [k for k in configs.split_overrides(argv)[1]
+                if k == 'model' or k.startswith('spec.')]
+  if model_keys:  # the network is the model directory's: an override would be ignored
+    raise UserError(f'--config.{model_keys[0]}: eval uses the network in {args.workdir}/'
+                    f'{checkpoint_lib.MODEL_JSON}; expected no --config.model or --config.spec.*')
   spec, params, _ = checkpoint_lib.load_model(args.workdir)
   source = data.make_input(config)
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(spec)))

@@ -287,10 +287,18 @@ def test_folder_errors(tmp_path):
                   'missing', 'does not exist')
   (tmp_path / 'empty' / 'cat').mkdir(parents=True)
   _one_line_error(lambda: data.load_arrays(f'folder:{tmp_path}/empty', 'train'),
-                  'has no images', 'PATH/CLASS')
+                  'has no images', 'cat')
+  for i in range(5):  # one class: a 1-class model would score "100%"
+    _write(str(tmp_path / 'one' / 'cat' / f'{i}.png'), np.zeros((4, 4, 3), np.uint8))
+  _one_line_error(lambda: data.load_arrays(f'folder:{tmp_path}/one', 'train'),
+                  '1 class folder', 'at least 2')
+  (tmp_path / 'one' / 'dog').mkdir()  # an empty class next to a full one
+  _one_line_error(lambda: data.load_arrays(f'folder:{tmp_path}/one', 'train'),
+                  'dog', 'has no images')
   bad = tmp_path / 'bad'
   for i in range(5):
     _write(str(bad / 'cat' / f'{i}.png'), np.zeros((4, 4, 3), np.uint8))
+    _write(str(bad / 'dog' / f'{i}.png'), np.zeros((4, 4, 3), np.uint8))
   (bad / 'cat' / '2.png').write_bytes(b'this is not a png')
   _one_line_error(lambda: data.load_arrays(f'folder:{bad}', 'train', image_size=4),
                   'cannot read image', '2.png')

@@ -48,14 +48,17 @@ def test_configure_host_gives_a_device_per_core_and_keeps_freed_memory():
   expected = min(1 << (cores.bit_length() - 1), parallel.MAX_AUTO_CPU_DEVICES)
   plain, configured = probe('plain'), probe('configure')
   assert plain['devices'] == 1 and plain['faults'] > 10_000  # 64 MiB = 16,384 pages
-  assert configured['applied'] == {'cpu_devices': expected, 'malloc_reuse': True}
+  assert configured['applied'] == {'cpu_devices': expected, 'malloc_reuse': True,
+                                   'collective_timeout_s': parallel.CPU_COLLECTIVE_TIMEOUT_S}
   assert configured['devices'] == expected
   assert configured['faults'] < 1_000
 
 
 def test_configure_host_keeps_the_users_choices():
-  out = probe('configure', JAX_NUM_CPU_DEVICES='3', MALLOC_ARENA_MAX='4')
-  assert out['applied'] == {'cpu_devices': None, 'malloc_reuse': False}
+  out = probe('configure', JAX_NUM_CPU_DEVICES='3', MALLOC_ARENA_MAX='4',
+              XLA_FLAGS='--xla_cpu_collective_timeout_seconds=60')
+  assert out['applied'] == {'cpu_devices': None, 'malloc_reuse': False,
+                            'collective_timeout_s': None}
   assert out['devices'] == 3
 
 
@@ -73,4 +76,36 @@ def test_configure_host_leaves_accelerator_processes_alone():
       [sys.executable, '-c', 'from squeezejax import parallel; print(parallel.configure_host())'],
       env={**os.environ, 'JAX_PLATFORMS': 'cuda'}, capture_output=True, text=True, timeout=60,
       check=True)
-  assert out.stdout.strip() == "{'cpu_devices': None, 'malloc_reuse': False}"
+  assert out.stdout.strip() == (
+      "{'cpu_devices': None, 'malloc_reuse': False, 'collective_timeout_s': None}")
+
+
+# Device 0 computes for a few seconds before the all-reduce; device 1 waits for it.
+LATE_DEVICE = """
+import sys
+from squeezejax import parallel
+parallel.CPU_COLLECTIVE_TIMEOUT_S = int(sys.argv[1])
+parallel.configure_host()
+import jax, jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+mesh = jax.make_mesh((2,), ('data',), axis_types=(jax.sharding.AxisType.Explicit,))
+def heavy(x):
+  m = jax.lax.fori_loop(0, 3000, lambda i, m: jnp.tanh(m @ m), jnp.full((512, 512), 1e-3))
+  return x + m[0, :1]
+step = lambda x: jax.lax.psum(jax.lax.cond(jax.lax.axis_index('data') == 0, heavy,
+                                           lambda v: v, x), 'data')
+f = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=P('data'), out_specs=P()))
+print(f(jax.device_put(jnp.arange(2.0), jax.NamedSharding(mesh, P('data')))))
+"""
+
+
+def test_the_collective_timeout_is_what_configure_host_sets():
+  """A device thread late for the gradient all-reduce aborts XLA:CPU after the timeout
+  (40 s by default: under load, a SIGABRT mid-run); configure_host sets it."""
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  run = lambda timeout: subprocess.run(
+      [sys.executable, '-c', LATE_DEVICE, str(timeout)], capture_output=True, text=True,
+      timeout=300, env={**env, 'JAX_NUM_CPU_DEVICES': '2', 'JAX_PLATFORMS': 'cpu'})
+  short = run(1)
+  assert short.returncode in (-6, 134) and 'Termination timeout' in short.stderr
+  assert run(parallel.CPU_COLLECTIVE_TIMEOUT_S).returncode == 0

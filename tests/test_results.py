@@ -44,11 +44,30 @@ def test_records_carry_every_metaparameter():
 
 def test_failed_record_takes_the_preset_under_set_spec_fields():
   """A failed point's columns: the config.model preset, with set config.spec fields on top."""
-  config = configs.load(f'{FIG3A}:test', {'model': 'squeezenet1_0_simple',
-                                          'spec.squeeze_ratio': 0.0})
+  config = configs.load(f'{FIG3A}:test', {'model': 'squeezenet1_0_simple'})
+  configs.apply_overrides(config, {'spec.squeeze_ratio': 0.0})  # as a sweep point: unchecked
   record = results.failed_record('p', {'seed': 0}, config, 'UserError: squeeze_ratio=0.0')
   assert (record['bypass'], record['layout'], record['squeeze_ratio'], record['base_e']) == (
       'simple', 'v1.0', 0.0, 16)  # base_e: set by the test preset over the preset's 128
   assert record['status'] == 'failed' and record['error'].startswith('UserError')
   bare = results.failed_record('q', {'seed': 1}, None, 'RuntimeError: no config')
   assert bare['seed'] == 1 and 'bypass' not in bare
+
+
+def test_recorded_config_and_its_changes(tmp_path):
+  """point.json wins over result.json (older sweeps); changes are listed by dotted key,
+  compared as JSON (a tuple and a list are the same value)."""
+  run_dir = str(tmp_path / 'p')
+  assert results.recorded_config(run_dir) is None
+  os.makedirs(run_dir)
+  with open(os.path.join(run_dir, 'result.json'), 'w') as f:
+    json.dump({'config': {'lr': 0.1}}, f)
+  assert results.recorded_config(run_dir) == {'lr': 0.1}
+  config = configs.load(f'{FIG3A}:test').to_dict()
+  results.write_point(run_dir, {'seed': 0}, config)
+  assert results.recorded_config(run_dir) == json.loads(json.dumps(config))
+  changed = configs.load(f'{FIG3A}:test', {'total_steps': 4, 'spec.bypass': 'simple'}).to_dict()
+  assert results.config_changes(config, config) == []
+  assert results.config_changes(config, changed) == [
+      "spec.bypass None -> 'simple'", 'total_steps 8 -> 4']
+  assert results.config_changes({'a': (1, 2)}, {'a': [1, 2], 'b': None}) == []

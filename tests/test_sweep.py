@@ -7,9 +7,14 @@ persistent compilation cache makes every run after the first skip XLA compilatio
 Preemption tests replace the trainer by a stand-in that needs no compilation.
 """
 
+import dataclasses
 import json
 import os
+import re
 import signal
+import socket
+import subprocess
+import sys
 import textwrap
 import time
 
@@ -19,6 +24,7 @@ import submitit  # noqa: F401  now: importing it resets logging, which must not 
 
 from squeezejax import configs
 from squeezejax import errors
+from squeezejax import files
 from squeezejax import results
 from squeezejax import sweep
 from squeezejax import train
@@ -228,13 +234,16 @@ def test_processes_executor_runs_submitit_jobs_side_by_side(tmp_path, cache_dir)
 
 
 def test_a_preempted_job_stops_the_sweep(tmp_path, capsys):
-  """A job that reports 'preempted' (here: at once, in its submitit subprocess) stops
-  the driver with exit 143 and no line; the other job is stopped too."""
+  """A job that reports 'preempted' (here: SIGTERM at once, while its submitit
+  subprocess loads the config) stops the driver with exit 143 and no line; the other
+  job is stopped too."""
   experiment = write_experiment(str(tmp_path), [{'lr': 0.1}, {'lr': 0.2}, {'lr': 0.3}], '''
+      import signal, time
       _get_config = get_config
       def get_config(arg):
         if os.environ.get('SUBMITIT_EXECUTOR'):  # in the job, not in the driver
-          raise errors.Preempted(3)
+          os.kill(os.getpid(), signal.SIGTERM)
+          time.sleep(30)  # the job's handler raises before this ends
         return _get_config(arg)
   ''')
   workdir = str(tmp_path / 'sweep')
@@ -250,8 +259,9 @@ def test_a_preempted_job_stops_the_sweep(tmp_path, capsys):
 def fake_train(config, workdir):
   """The trainer's result.json dict for `config`, without training."""
   spec = configs.spec_from_config(config, num_classes=10, in_channels=1)
-  result = {'config': config.to_dict(), 'spec': spec.to_dict(), **spec.cost(16), 'steps': 8,
-            'final_train_loss': 2.0, 'top1': 0.5 + spec.freq / 100, 'top5': 0.9,
+  result = {'config': config.to_dict(), 'spec': spec.to_dict(), **spec.cost(16),
+            'steps': config.total_steps, 'final_train_loss': 2.0,
+            'top1': 0.5 + spec.freq / 100, 'top5': 0.9,
             'train_img_s': 1.0, 'wall_s': 1.0}
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, sweep.RESULT_JSON), 'w') as f:
@@ -297,8 +307,27 @@ def test_cli(tmp_path):
     sweep.main([f'--config={FIG3A}:test', f'--workdir={tmp_path}', '--executor=ssh'])
   with pytest.raises(UserError, match='unknown config key'):
     sweep.main([f'--config={FIG3A}:test', f'--workdir={tmp_path}', '--config.nope=1'])
-  with pytest.raises(UserError, match='--executor=slurm'):  # no SLURM on this machine
-    sweep.main([f'--config={FIG3A}:test', f'--workdir={tmp_path}', '--executor=slurm'])
+
+
+def test_cli_slurm_flags(tmp_path, monkeypatch):
+  """Bad SLURM flag values and SLURM flags without SLURM: one line each, nothing run."""
+  argv = [f'--config={FIG3A}:test', f'--workdir={tmp_path}']
+  for flags, message in [
+      (['--executor=slurm', '--cpus_per_task=-1'], '--cpus_per_task=-1: expected an integer >= 0'),
+      (['--executor=slurm', '--tasks_per_node=0'], '--tasks_per_node=0: expected an integer >= 1'),
+      (['--executor=slurm', '--max_attempts=0'], '--max_attempts=0: expected an integer >= 1'),
+      (['--executor=slurm', '--sbatch=--Account'], "--sbatch='--Account': expected KEY=VALUE"),
+      (['--executor=slurm', '--parallel=2'], 'use --array_parallelism'),
+      (['--no_wait'], '--no_wait is a SLURM option: expected --executor=slurm'),
+      (['--executor=processes', '--nodes=2'], '--nodes is a SLURM option'),
+      (['--executor=slurm', '--nodes=2', '--gpus_per_node=8'],
+       'runs one per GPU, expected --tasks_per_node=8')]:
+    with pytest.raises(UserError, match=re.escape(message)):
+      sweep.main(argv + flags)
+  monkeypatch.setenv('PATH', str(tmp_path))  # no srun here: not a SLURM machine
+  with pytest.raises(UserError, match='--executor=slurm: .*srun'):
+    sweep.main(argv + ['--executor=slurm', '--no_report'])
+  assert not os.path.exists(tmp_path / results.JOBS_JSON)
 
 
 def test_vmapped_seeds_write_a_line_per_seed(tmp_path, cache_dir):
@@ -317,3 +346,107 @@ def test_vmapped_seeds_write_a_line_per_seed(tmp_path, cache_dir):
                   cache_dir=cache_dir, log=logs.append, report=False)
   assert any('1 already done, 0 to run' in line for line in logs), logs
   assert len(lines(workdir)) == 2
+
+
+# -- locks, changed configs, exit status ------------------------------------------------
+
+
+def test_a_second_sweep_of_the_workdir_is_refused(tmp_path, monkeypatch):
+  """While a sweep runs, `squeezejax sweep` on its workdir exits 2 naming it; the lock
+  goes with its holder (here: a run that ends). Run directories lock the same way."""
+  experiment = write_experiment(str(tmp_path), [{'spec.freq': 1}])
+  workdir = str(tmp_path / 'sweep')
+  seen = []
+
+  def second_sweep(config, run_dir):
+    out = subprocess.run(
+        [sys.executable, '-m', 'squeezejax', 'sweep', f'--config={experiment}:test',
+         f'--workdir={workdir}', '--no_report'], capture_output=True, text=True, timeout=120)
+    seen.append(out)
+    return fake_train(config, run_dir)
+
+  monkeypatch.setattr(train, 'train_and_evaluate', second_sweep)
+  records = sweep.run_sweep(f'{experiment}:test', workdir, report=False, cache_dir=None,
+                            log=lambda _: None)
+  assert [r['status'] for r in records] == ['ok']
+  out, = seen
+  assert out.returncode == 2, out.stderr
+  assert out.stderr.strip() == (
+      f'squeezejax sweep: error: {workdir!r} is in use by squeezejax sweep (pid {os.getpid()} '
+      f'on {socket.gethostname()}): wait for it to finish, or stop it')
+  assert len(lines(workdir)) == 1
+  run_dir = os.path.join(workdir, records[0]['run_dir'])
+  with files.lock(run_dir, 'squeezejax train'):
+    with pytest.raises(UserError, match='is in use by squeezejax train'):
+      with files.lock(run_dir, 'squeezejax train'):
+        pass
+  with files.lock(run_dir, 'squeezejax train'):  # released
+    pass
+
+
+def test_a_changed_experiment_file_is_refused_then_rerun(tmp_path, monkeypatch):
+  """Points that ran with another config are refused, saying what changed; with
+  --rerun_changed their old runs move to WORKDIR/replaced/ and they run again, and a
+  point no longer in the grid leaves the results with them."""
+  monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
+  experiment = write_experiment(str(tmp_path), [{'spec.freq': 1}, {'spec.freq': 2}])
+  workdir = str(tmp_path / 'sweep')
+  run = lambda **kw: sweep.run_sweep(f'{experiment}:test', workdir, report=False,
+                                     cache_dir=None, log=lambda _: None, **kw)
+  run()
+  with open(os.path.join(workdir, 'freq=1,seed=0', results.POINT_JSON)) as f:
+    assert json.load(f)['config']['total_steps'] == 8
+  run()  # unchanged: nothing to do, nothing refused
+  write_experiment(str(tmp_path), [{'spec.freq': 1}], '''
+      _get_config = get_config
+      def get_config(arg):
+        c = _get_config(arg)
+        c.total_steps = 4
+        return c
+  ''')
+  before = open(os.path.join(workdir, results.RESULTS)).read()
+  with pytest.raises(UserError) as e:
+    run()
+  assert str(e.value).startswith(f'2 point(s) ran with another config than {experiment}:test '
+                                 'gives now (freq=1,seed=0: total_steps 8 -> 4): rerun them '
+                                 'with --rerun_changed')
+  assert open(os.path.join(workdir, results.RESULTS)).read() == before
+  records = run(rerun_changed=True)
+  assert [(r['name'], r['steps'], r['status']) for r in records] == [('freq=1,seed=0', 4, 'ok')]
+  assert [r['name'] for r in lines(workdir)] == ['freq=1,seed=0']  # freq=2 went too
+  replaced, = os.listdir(os.path.join(workdir, 'replaced'))
+  old = os.path.join(workdir, 'replaced', replaced)
+  assert sorted(os.listdir(old)) == ['freq=1,seed=0', 'freq=2,seed=0']
+  with open(os.path.join(old, 'freq=1,seed=0', sweep.RESULT_JSON)) as f:
+    assert json.load(f)['config']['total_steps'] == 8  # kept, not lost
+  run()  # the new points are what the file gives now
+
+
+def test_failed_points_exit_1_counting_them_last(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
+  experiment = write_experiment(str(tmp_path), [{'spec.freq': 1}, {'spec.squeeze_ratio': 0.0},
+                                                {'spec.freq': 2}])
+  argv = [f'--config={experiment}:test', f'--workdir={tmp_path / "sweep"}', '--no_report',
+          '--compilation_cache=none']
+  assert sweep.main(argv) == 1
+  out = capsys.readouterr()
+  assert out.err.splitlines()[-1].startswith(
+      'squeezejax sweep: 1 of 3 points failed (first: squeeze_ratio=0,seed=0: UserError: ')
+  assert sweep.main(argv) == 1  # still failed: a rerun says so again
+  assert capsys.readouterr().err.splitlines()[-1].startswith('squeezejax sweep: 1 of 3 points')
+
+
+def test_a_slurm_job_requeued_too_often_fails(tmp_path, monkeypatch):
+  """The job side of --max_attempts, with SLURM's own variables: the attempt after
+  max_attempts runs is refused before any work, as a failed outcome (the sweep goes on)."""
+  for key, value in [('SUBMITIT_EXECUTOR', 'slurm'), ('SLURM_RESTART_COUNT', '2'),
+                     ('SLURM_ARRAY_JOB_ID', '7'), ('SLURM_ARRAY_TASK_ID', '1')]:
+    monkeypatch.setenv(key, value)
+  monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
+  job = sweep.Job(f'{FIG3A}:test', {}, str(tmp_path / 'run'), max_attempts=2)
+  outcome = job()
+  assert (outcome.status, outcome.error) == ('failed', (
+      'UserError: SLURM job 7_1 was requeued 2 times (preempted, timed out or its node '
+      'failed): giving up after --max_attempts=2'))
+  assert os.path.exists(tmp_path / 'run' / 'error.txt')
+  assert dataclasses.replace(job, max_attempts=3)().status == 'ok'  # attempt 3 of 3 runs

@@ -240,19 +240,24 @@ def open_folder(root: str) -> Folder:
     if not sizes.get('train'):
       raise UserError(f'image folder {root!r} has no images in train/: expected '
                       'PATH/train/CLASS/*.png|jpg')
+    if len(builder.info.features['label'].names) < 2:
+      raise UserError(f'image folder {root!r} has fewer than 2 class folders in its splits: '
+                      'expected one subfolder per class')
     return Folder(root, tuple(builder.info.features['label'].names), sizes, builder=builder)
   files: dict[str, list[tuple[str, int]]] = {'train': [], 'test': []}
   classes = []
   for name in subdirs:
     paths = _image_files(os.path.join(root, name))
-    if not paths:
-      continue
+    if not paths:  # a class the model would have but never see
+      raise UserError(f'class folder {os.path.join(root, name)!r} has no images: expected '
+                      f'{", ".join("*" + e for e in core.IMAGE_EXTENSIONS)} files, or remove it')
     for i, path in enumerate(paths):
       files['test' if i % 5 == 4 else 'train'].append((path, len(classes)))
     classes.append(name)
-  if not classes:
-    raise UserError(f'image folder {root!r} has no images: expected PATH/CLASS/*.png|jpg '
-                    '(or PATH/train/CLASS/...), one subfolder per class')
+  if len(classes) < 2:
+    raise UserError(f'image folder {root!r} has {len(classes)} class folder(s): expected at '
+                    'least 2 (PATH/CLASS/*.png|jpg or PATH/train/CLASS/..., one subfolder '
+                    'per class)')
   return Folder(root, tuple(classes), {s: len(v) for s, v in files.items()}, files=files)
 
 
