@@ -129,7 +129,8 @@ class JaxCase:
     self.mesh = mesh
     spec, size, config = case.spec, case.image_size, case.config
     self.splits = step_lib.batch_splits(config, mesh)
-    model = model_lib.create(spec, seed=0, dtype=step_lib.DTYPES[dtype])
+    model = model_lib.create(spec, seed=0, dtype=step_lib.DTYPES[dtype],
+                             formulation=config.layers)
     graphdef, params = nnx.split(model, nnx.Param)
     params = nnx.to_pure_dict(params)
     self.initial_params = jax.device_get(params)  # host copy: the state gets donated
