@@ -194,6 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   resident = data.on_device(config, source, mesh)  # the split on the devices, or None
   if resident is not None:
     train_fn = resident.wrap(train_fn)  # gathers the batch inside the step
+    say('input: the training split on the devices, each batch gathered in the step')
   train_step = jax.jit(
       train_fn, in_shardings=(shardings, batch_sharding if resident is None else None),
       out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0,
@@ -284,6 +285,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       'config': config.to_dict(), 'spec': spec.to_dict(), **cost,
       'steps': steps, 'final_train_loss': last_metrics.get('loss'), **final,
       'train_img_s': float(np.median(img_s_history)) if img_s_history else None,
+      'data_on_device': resident is not None,
       'wall_s': time.time() - t_start, **environment()}
   if per_seed is not None:  # vmapped seeds: the means above, each seed here
     result['per_seed'] = [
