@@ -170,6 +170,8 @@ def test_resolve():
     layers.resolve('fast')
   with pytest.raises(UserError, match='config.layers'):
     configs.load(f'{CONFIG}:test', {'layers': 'fast'})
+  with pytest.raises(UserError, match="config.data_on_device='yes'"):
+    configs.load(f'{CONFIG}:test', {'data_on_device': 'yes'})
 
 
 @pytest.mark.parametrize('fields,size', [(dict(layout='small', bypass='complex'), 19),
