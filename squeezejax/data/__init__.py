@@ -23,9 +23,8 @@ from squeezejax.data.pipeline import eval_stream, train_stream
 
 __all__ = [
     'AUGMENTATIONS', 'DATASETS', 'ArrayDataset', 'DatasetSummary', 'DeviceBatches',
-    'InMemoryBatches', 'Input',
-    'Preprocessing', 'augment', 'channel_stats', 'check_split', 'describe', 'eval_stream',
-    'is_in_memory', 'load_arrays', 'make_input', 'normalize', 'on_device', 'open_folder', 'padded_batches',
-    'parse_name', 'prefetch', 'preprocess', 'resolve_image_size', 'synthetic', 'tensorflow',
-    'train_stream',
+    'InMemoryBatches', 'Input', 'Preprocessing', 'augment', 'channel_stats', 'check_split',
+    'describe', 'eval_stream', 'is_in_memory', 'load_arrays', 'make_input', 'normalize',
+    'on_device', 'open_folder', 'padded_batches', 'parse_name', 'prefetch', 'preprocess',
+    'resolve_image_size', 'synthetic', 'tensorflow', 'train_stream',
 ]

@@ -6,8 +6,9 @@ permutation seeded by (seed, epoch), so batch `step` is a pure function of
 (seed, step), and the jitted step augments and normalises on the device
 (`Preprocessing`). With `DeviceBatches` (config.data_on_device) the whole uint8
 split stays on the devices and the jitted step gathers batch `step` itself from
-the same permutation, so the loop sends nothing per step. Large datasets (imagenette, imagenet2012) are streamed by
-each process with tf.data (`pipeline`), already augmented and normalised.
+the same permutation, so the loop sends nothing per step (one index table per
+epoch). Large datasets (imagenette, imagenet2012) are streamed by each process
+with tf.data (`pipeline`), already augmented and normalised.
 """
 
 from __future__ import annotations
