@@ -75,16 +75,17 @@ def block(tree) -> None:
   jax.block_until_ready(tree)
 
 
-def matmul_peak_gflops(mesh, size: int = 2048, reps: int = 4, windows: int = 3) -> float:
-  """float32 matmul GFLOP/s over every device of the mesh: the MFU ceiling.
+def matmul_peak_gflops(mesh, size: int = 2048, reps: int = 4, windows: int = 3,
+                       dtype: str = 'float32') -> float:
+  """Matmul GFLOP/s (float32, or `dtype`) over every device of the mesh: the MFU ceiling.
 
   One size^3 matmul per device per call (a [devices, size, size] batch sharded
   on 'data'); the best window is the peak.
   """
   n = mesh.size
   sharding = parallel.batch_sharding(mesh)
-  a = jax.device_put(np.random.default_rng(0).standard_normal((n, size, size), np.float32),
-                     sharding)
+  a = jax.device_put(np.random.default_rng(0).standard_normal((n, size, size), np.float32)
+                     .astype(step_lib.DTYPES[dtype]), sharding)
   matmul = jax.jit(lambda x, y: jnp.einsum('dij,djk->dik', x, y), out_shardings=sharding)
   block(matmul(a, a))
 
@@ -129,7 +130,8 @@ class JaxCase:
     self.mesh = mesh
     spec, size, config = case.spec, case.image_size, case.config
     self.splits = step_lib.batch_splits(config, mesh)
-    model = model_lib.create(spec, seed=0, dtype=step_lib.DTYPES[dtype])
+    model = model_lib.create(spec, seed=0, dtype=step_lib.DTYPES[dtype],
+                             formulation=config.layers)
     graphdef, params = nnx.split(model, nnx.Param)
     params = nnx.to_pure_dict(params)
     self.initial_params = jax.device_get(params)  # host copy: the state gets donated

@@ -34,6 +34,8 @@ OPTIMIZERS = ('sgd', 'adamw')
 SCHEDULES = ('linear', 'cosine', 'constant')
 DTYPES = ('float32', 'bfloat16')
 CPU_CONVOLUTIONS = ('eigen', 'ynnpack')
+LAYERS = ('auto', 'textbook', 'cpu')  # squeezejax.layers' formulations
+DATA_ON_DEVICE = ('auto', 'on', 'off')
 DURATIONS = ('total_steps', 'num_epochs')
 # Spec fields the dataset decides; every other spec field is a `config.spec.*` key.
 FROM_DATASET = ('num_classes', 'in_channels')
@@ -54,6 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.spec = ml_collections.ConfigDict(
       {k: config_dict.placeholder(hints[k]) for k in spec_keys()})
   c.dtype = 'float32'  # compute dtype; 'bfloat16' on accelerators
+  # The layers' formulation (squeezejax.layers): 'auto' = 'cpu' on XLA:CPU, else 'textbook'.
+  c.layers = 'auto'
   # Data: see squeezejax.data.DATASETS.
   c.dataset = 'fashion_mnist'
   c.data_dir = ''  # TFDS data_dir; '' = TFDS default
@@ -61,6 +65,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_split = 'test'
   c.image_size = 0  # 0 = the dataset's own size
   c.augment = 'crop_flip'  # 'none' | 'crop_flip' | 'caffe' | 'inception'
+  # Keep an in-memory training split on the devices (uint8, replicated) and gather each
+  # batch inside the jitted step: 'auto' = on for GPU/TPU, off on CPU.
+  c.data_on_device = 'auto'
   # Duration: exactly one of the two (see the module docstring).
   c.total_steps = config_dict.placeholder(int)
   c.num_epochs = config_dict.placeholder(float)
@@ -251,6 +258,8 @@ SCHEMA = {
     'optimizer': _one_of(*OPTIMIZERS),
     'schedule': _one_of(*SCHEDULES),
     'dtype': _one_of(*DTYPES),
+    'layers': _one_of(*LAYERS),
+    'data_on_device': _one_of(*DATA_ON_DEVICE),
     'cpu_convolutions': _one_of(*CPU_CONVOLUTIONS),
     'augment': _one_of(*data_core.AUGMENTATIONS),
     'image_size': _number(0, integer=True),

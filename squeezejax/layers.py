@@ -1,8 +1,13 @@
-"""The layers SqueezeNet is built from, written the way XLA:CPU runs them fastest.
+"""The layers SqueezeNet is built from, in two formulations of the same function.
 
-Each one computes exactly what its textbook form computes (tests/test_model.py
-checks the logits and gradients against `lax.conv_general_dilated` and
-`lax.reduce_window`); docs/performance.md has the profiles behind each choice.
+  'cpu'       written the way XLA:CPU runs them fastest (below);
+  'textbook'  `lax.conv_general_dilated` and `lax.reduce_window`, as on GPU and TPU
+              until the 'cpu' one is measured faster there.
+
+`config.layers` picks one ('auto': `resolve`); both give the same logits and
+gradients (tests/test_model.py, tests/test_accelerator.py) and the same
+parameters, so a checkpoint loads into either. docs/performance.md has the CPU
+profiles behind each choice of the 'cpu' formulation:
 
   Conv           `nnx.Conv`; a 1x1, stride-1 convolution runs as a matmul over
                  channels (XLA:CPU's matmul and its two gradient matmuls beat the
@@ -24,7 +29,20 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from squeezejax import spec as spec_lib
+from squeezejax import configs, spec as spec_lib
+from squeezejax.errors import UserError
+
+FORMULATIONS = configs.LAYERS
+
+
+def resolve(formulation: str, backend: str | None = None) -> str:
+  """'auto' is 'cpu' on XLA:CPU and 'textbook' elsewhere (not yet measured there)."""
+  if formulation not in FORMULATIONS:
+    raise UserError(f'layers={formulation!r} is not allowed: expected one of '
+                    f'{", ".join(FORMULATIONS)}')
+  if formulation != 'auto':
+    return formulation
+  return 'cpu' if (backend or jax.default_backend()) == 'cpu' else 'textbook'
 
 # max(f(a + b), f(c + b)) == f(max(a, c) + b) for a per-channel constant b exactly
 # when f is non-decreasing (float rounding is monotone too). Other activations
@@ -34,10 +52,15 @@ NON_DECREASING = (nnx.relu, jax.nn.relu, jax.nn.relu6, jax.nn.leaky_relu, jax.nn
 
 
 class Conv(nnx.Conv):
-  """`nnx.Conv` (NHWC, HWIO kernel, symmetric integer padding)."""
+  """`nnx.Conv` (NHWC, HWIO kernel, symmetric integer padding) in a formulation."""
+
+  def __init__(self, *args, formulation: str = 'cpu', **kwargs):
+    super().__init__(*args, **kwargs)
+    self.formulation = resolve(formulation)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    if self.kernel_size == (1, 1) and self.strides in (1, (1, 1)):
+    if (self.formulation == 'cpu' and self.kernel_size == (1, 1)
+        and self.strides in (1, (1, 1))):
       bias = self.bias[...] if self.bias is not None else None
       x, kernel, bias = self.promote_dtype((x, self.kernel[...], bias), dtype=self.dtype)
       y = jnp.einsum('...c,co->...o', x, kernel[0, 0], precision=self.precision)
@@ -66,13 +89,17 @@ def _max_first_jvp(primals, tangents):
   return jnp.maximum(a, b), jnp.where(a >= b, da, db)
 
 
-def max_pool(x: jax.Array, kernel: int = 3, stride: int = 2) -> jax.Array:
+def max_pool(x: jax.Array, kernel: int = 3, stride: int = 2, formulation: str = 'cpu'
+             ) -> jax.Array:
   """Unpadded ceil-mode max pool; on exact ties the gradient goes to one element,
   as in Caffe and PyTorch."""
   h, w = x.shape[1:3]
   oh = spec_lib.pool_output_size(h, kernel, stride)
   ow = spec_lib.pool_output_size(w, kernel, stride)
   pad_h, pad_w = (oh - 1) * stride + kernel - h, (ow - 1) * stride + kernel - w
+  if resolve(formulation) == 'textbook':
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, kernel, kernel, 1),
+                                 (1, stride, stride, 1), ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
   x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), constant_values=-jnp.inf)
   rows = [x[:, i:i + (oh - 1) * stride + 1:stride] for i in range(kernel)]
   x = functools.reduce(_max_first, rows)
@@ -83,8 +110,9 @@ def max_pool(x: jax.Array, kernel: int = 3, stride: int = 2) -> jax.Array:
 def pooled_conv(conv: Conv, x: jax.Array, activation: Callable[[jax.Array], jax.Array]
                 ) -> jax.Array:
   """max_pool(activation(conv(x)))."""
-  if activation not in NON_DECREASING or conv.bias is None:
-    return max_pool(activation(conv(x)))
+  if (conv.formulation == 'textbook' or activation not in NON_DECREASING
+      or conv.bias is None):
+    return max_pool(activation(conv(x)), formulation=conv.formulation)
   y = max_pool(conv.without_bias(x))
   return activation(y + conv.bias[...].astype(y.dtype))
 

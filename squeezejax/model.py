@@ -3,7 +3,8 @@
 Inputs are NHWC. Every channel count comes from the spec. Parameters are float32;
 `dtype` sets the compute dtype (e.g. jnp.bfloat16 on accelerators). Dropout takes
 an explicit key, so the training step stays a pure function of pytrees. The
-layers (`squeezejax.layers`) are written for XLA:CPU and equal the textbook ones.
+layers (`squeezejax.layers`) come in an XLA:CPU and a textbook formulation that
+compute the same function.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ class FireModule(nnx.Module):
   conv (+ ReLU, as in the authors' generator) of the input; no ReLU after the add.
   """
 
-  def __init__(self, dims: spec_lib.FireDims, *, kernel_init, dtype=None, rngs: nnx.Rngs):
+  def __init__(self, dims: spec_lib.FireDims, *, kernel_init, dtype=None,
+               formulation: str = 'cpu', rngs: nnx.Rngs):
     conv = lambda cin, cout, k: layers.Conv(
         cin, cout, (k, k), padding=((k // 2, k // 2),) * 2, kernel_init=kernel_init,
-        dtype=dtype, rngs=rngs)
+        dtype=dtype, formulation=formulation, rngs=rngs)
     self.dims = dims
     self.squeeze = conv(dims.in_channels, dims.s1x1, 1)
     self.expand1x1 = conv(dims.s1x1, dims.e1x1, 1) if dims.e1x1 else None
@@ -55,20 +57,24 @@ class FireModule(nnx.Module):
 class SqueezeNet(nnx.Module):
   """conv1 -> pool -> fire2..fire9 (pools per layout) -> dropout -> conv10 -> avg pool."""
 
-  def __init__(self, spec: spec_lib.SqueezeNetSpec, *, dtype=None, rngs: nnx.Rngs):
+  def __init__(self, spec: spec_lib.SqueezeNetSpec, *, dtype=None, formulation: str = 'auto',
+               rngs: nnx.Rngs):
     self.spec = spec
+    self.formulation = formulation = layers.resolve(formulation)  # squeezejax.layers
     kernel_init = INITIALIZERS[spec.init]
     c1 = spec.conv1
     self.conv1 = layers.Conv(
         spec.in_channels, c1.filters, (c1.kernel, c1.kernel), strides=c1.stride,
         padding=((c1.padding, c1.padding),) * 2, kernel_init=kernel_init,
-        dtype=dtype, rngs=rngs)
-    self.fires = nnx.List([FireModule(dims, kernel_init=kernel_init, dtype=dtype, rngs=rngs)
+        dtype=dtype, formulation=formulation, rngs=rngs)
+    self.fires = nnx.List([FireModule(dims, kernel_init=kernel_init, dtype=dtype,
+                                      formulation=formulation, rngs=rngs)
                            for dims in spec.fires()])
     # conv10 starts at N(0, 0.01) in both Caffe and torchvision.
     self.conv10 = layers.Conv(
         spec.fires()[-1].out_channels, spec.num_classes, (1, 1), padding='VALID',
-        kernel_init=nnx.initializers.normal(0.01), dtype=dtype, rngs=rngs)
+        kernel_init=nnx.initializers.normal(0.01), dtype=dtype, formulation=formulation,
+        rngs=rngs)
 
   def __call__(self, x: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
     """Logits (float32) for NHWC images; dropout is active only given a key."""
@@ -76,7 +82,7 @@ class SqueezeNet(nnx.Module):
     for i, fire in enumerate(self.fires):
       x = fire(x)
       if i in self.spec.pool_after:
-        x = layers.max_pool(x)
+        x = layers.max_pool(x, formulation=self.formulation)
     x = layers.dropout(x, self.spec.dropout_rate, dropout_key)
     x = self.conv10(x)
     if self.spec.conv10_relu:
@@ -84,8 +90,10 @@ class SqueezeNet(nnx.Module):
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
 
 
-def create(spec: spec_lib.SqueezeNetSpec, *, seed: int = 0, dtype=None) -> SqueezeNet:
-  return SqueezeNet(spec, dtype=dtype, rngs=nnx.Rngs(seed))
+def create(spec: spec_lib.SqueezeNetSpec, *, seed: int = 0, dtype=None,
+           formulation: str = 'auto') -> SqueezeNet:
+  """`formulation`: the layers' ('auto' | 'textbook' | 'cpu', squeezejax.layers)."""
+  return SqueezeNet(spec, dtype=dtype, formulation=formulation, rngs=nnx.Rngs(seed))
 
 
 def abstract_params(spec: spec_lib.SqueezeNetSpec):

@@ -135,8 +135,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     run_lock.enter_context(files.lock(workdir, 'squeezejax train'))
   cost = spec.cost(prep.image_size)
   dtype = step_lib.DTYPES[config.dtype]
-  graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: model_lib.create(spec, dtype=dtype)))
+  graphdef, abstract_params = nnx.split(nnx.eval_shape(
+      lambda: model_lib.create(spec, dtype=dtype, formulation=config.layers)))
   schedule = step_lib.make_schedule(config, steps)
+  # The logged rate: optax schedules are jnp code, so an eager call would send the
+  # step implicitly; this sends and fetches it explicitly (at log steps only).
+  lr_at = jax.jit(schedule)
+  learning_rate = lambda step: float(jax.device_get(
+      lr_at(jax.device_put(np.int32(step), parallel.replicated(mesh)))))
   tx = step_lib.make_optimizer(config, schedule, nnx.to_pure_dict(abstract_params))
   say(f'model: {spec.layout} {cost["params"]:,} parameters ({cost["size_mib"]:.2f} MiB), '
       f'{cost["macs"] / 1e6:.1f} MMACs at {prep.image_size}px; {steps} steps '
@@ -168,7 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if restored is not None:
     start_step, params, opt_state, meta = restored
     state = {'params': params, 'opt_state': opt_state,
-             'step': jax.device_put(jnp.int32(start_step), shardings['step'])}
+             'step': jax.device_put(np.int32(start_step), shardings['step'])}
     window = LogWindow(config.num_seeds, meta.get('window'))
     say(f'resumed from step {start_step} in {workdir}')
   else:
@@ -184,9 +190,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # -- compiled steps --------------------------------------------------------------------
   batch_sharding = parallel.batch_sharding(mesh)
   options = parallel.compiler_options(config.cpu_convolutions)
+  train_fn = step_lib.make_train_step(graphdef, tx, config, prep, splits)
+  resident = data.on_device(config, source, mesh)  # the split on the devices, or None
+  if resident is not None:
+    train_fn = resident.wrap(train_fn)  # gathers the batch inside the step
+    say('input: the training split on the devices, each batch gathered in the step')
   train_step = jax.jit(
-      step_lib.make_train_step(graphdef, tx, config, prep, splits),
-      in_shardings=(shardings, batch_sharding),
+      train_fn, in_shardings=(shardings, batch_sharding if resident is None else None),
       out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0,
       compiler_options=options)
   eval_step = jax.jit(step_lib.make_eval_step(graphdef, prep, config.num_seeds),
@@ -201,7 +211,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   img_s_history = []
   t_window, step_window = time.time(), start_step
   sums = None
-  batches = data.prefetch(source.train_batches(start_step))
+  if resident is not None:
+    batches = resident(start_step)
+  else:
+    batches = (parallel.global_batch(mesh, b)
+               for b in data.prefetch(source.train_batches(start_step)))
   preempted, stop_signal = threading.Event(), []
 
   def stop(signum):  # SIGTERM (preemption) or Ctrl-C: save at this step, then exit
@@ -211,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   with (jax.set_mesh(mesh), on_sigterm(lambda: stop(signal.SIGTERM)),
         on_sigterm(lambda: stop(signal.SIGINT), signal.SIGINT)):
     for step in range(start_step + 1, steps + 1):
-      state, metrics = train_step(state, parallel.global_batch(mesh, next(batches)))
+      state, metrics = train_step(state, next(batches))
       sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
 
       if step % config.log_every == 0 or step == steps:
@@ -225,10 +239,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         losses = window.loss / window.count  # one per seed
         loss = float(np.mean(losses))
         if not np.isfinite(losses).all():
-          raise UserError(f'loss is {loss} at step {step} (lr={float(schedule(step)):.3g}): '
+          raise UserError(f'loss is {loss} at step {step} (lr={learning_rate(step):.3g}): '
                           'lower --config.lr or set --config.grad_clip')
         last_metrics = {'loss': loss, 'train_top1': float(np.mean(window.top1)) / window.count,
-                        'lr': float(schedule(step)), 'img_s': img_s}
+                        'lr': learning_rate(step), 'img_s': img_s}
         if config.num_seeds > 1:
           last_metrics['loss_per_seed'] = losses.tolist()
         stall_warned = _warn_if_stalled(loss, spec.num_classes, step, steps, stall_warned)
@@ -271,6 +285,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       'config': config.to_dict(), 'spec': spec.to_dict(), **cost,
       'steps': steps, 'final_train_loss': last_metrics.get('loss'), **final,
       'train_img_s': float(np.median(img_s_history)) if img_s_history else None,
+      'data_on_device': resident is not None,
       'wall_s': time.time() - t_start, **environment()}
   if per_seed is not None:  # vmapped seeds: the means above, each seed here
     result['per_seed'] = [
@@ -392,11 +407,16 @@ def eval_main(argv: list[str]) -> int:
   if model_keys:  # the network is the model directory's: an override would be ignored
     raise UserError(f'--config.{model_keys[0]}: eval uses the network in {args.workdir}/'
                     f'{checkpoint_lib.MODEL_JSON}; expected no --config.model or --config.spec.*')
-  spec, params, _ = checkpoint_lib.load_model(args.workdir)
-  source = data.make_input(config)
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(spec)))
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_batch(mesh, config.eval_batch_size, 'eval_batch_size')
+  # Restored replicated over the mesh the eval step runs on (any device count).
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
+      model_lib.abstract_params(checkpoint_lib.read_model_json(args.workdir)[0]))
+  spec, params, _ = checkpoint_lib.load_model(args.workdir, abstract)
+  source = data.make_input(config)
+  graphdef, _ = nnx.split(nnx.eval_shape(
+      lambda: model_lib.create(spec, formulation=config.layers)))
   eval_step = jax.jit(step_lib.make_eval_step(graphdef, source.preprocessing),
                       compiler_options=parallel.compiler_options(config.cpu_convolutions))
   with jax.set_mesh(mesh):

@@ -17,14 +17,14 @@ from squeezejax.data.core import (AUGMENTATIONS, DATASETS, ArrayDataset, check_s
                                   is_in_memory, normalize, parse_name, resolve_image_size,
                                   tensorflow)
 from squeezejax.data.describe import DatasetSummary, describe
-from squeezejax.data.input import (InMemoryBatches, Input, Preprocessing, make_input,
-                                   padded_batches, prefetch)
+from squeezejax.data.input import (DeviceBatches, InMemoryBatches, Input, Preprocessing,
+                                   make_input, on_device, padded_batches, prefetch)
 from squeezejax.data.pipeline import eval_stream, train_stream
 
 __all__ = [
-    'AUGMENTATIONS', 'DATASETS', 'ArrayDataset', 'DatasetSummary', 'InMemoryBatches', 'Input',
-    'Preprocessing', 'augment', 'channel_stats', 'check_split', 'describe', 'eval_stream',
-    'is_in_memory', 'load_arrays', 'make_input', 'normalize', 'open_folder', 'padded_batches',
-    'parse_name', 'prefetch', 'preprocess', 'resolve_image_size', 'synthetic', 'tensorflow',
-    'train_stream',
+    'AUGMENTATIONS', 'DATASETS', 'ArrayDataset', 'DatasetSummary', 'DeviceBatches',
+    'InMemoryBatches', 'Input', 'Preprocessing', 'augment', 'channel_stats', 'check_split',
+    'describe', 'eval_stream', 'is_in_memory', 'load_arrays', 'make_input', 'normalize',
+    'on_device', 'open_folder', 'padded_batches', 'parse_name', 'prefetch', 'preprocess',
+    'resolve_image_size', 'synthetic', 'tensorflow', 'train_stream',
 ]

@@ -4,8 +4,11 @@ Small datasets (fashion_mnist, cifar10, synthetic, folders) are held on the host
 as uint8; each process gathers its rows of each global batch from a per-epoch
 permutation seeded by (seed, epoch), so batch `step` is a pure function of
 (seed, step), and the jitted step augments and normalises on the device
-(`Preprocessing`). Large datasets (imagenette, imagenet2012) are streamed by
-each process with tf.data (`pipeline`), already augmented and normalised.
+(`Preprocessing`). With `DeviceBatches` (config.data_on_device) the whole uint8
+split stays on the devices and the jitted step gathers batch `step` itself from
+the same permutation, so the loop sends nothing per step (one index table per
+epoch). Large datasets (imagenette, imagenet2012) are streamed by each process
+with tf.data (`pipeline`), already augmented and normalised.
 """
 
 from __future__ import annotations
@@ -67,16 +70,22 @@ class InMemoryBatches:
     self.seed = seed
     self.steps_per_epoch = len(dataset.labels) // global_batch
     self.rows = parallel.process_slice(global_batch)
-    self._perm_epoch, self._perm = -1, None
+    self._epoch, self._index = -1, None
+
+  def epoch_index(self, epoch: int) -> np.ndarray:
+    """[steps_per_epoch, global_batch] int32: the rows of each global batch of `epoch`,
+    from the permutation seeded by (seed, epoch)."""
+    perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset.labels))
+    # Sorted for cheaper gathers, before slicing so that row r of the global batch
+    # (and so its augmentation key) is the same for any number of processes.
+    index = perm[:self.steps_per_epoch * self.global_batch].reshape(self.steps_per_epoch, -1)
+    return np.sort(index, axis=1).astype(np.int32)
 
   def batch(self, step: int) -> Batch:
     epoch, i = divmod(step, self.steps_per_epoch)
-    if epoch != self._perm_epoch:
-      rng = np.random.default_rng([self.seed, epoch])
-      self._perm, self._perm_epoch = rng.permutation(len(self.dataset.labels)), epoch
-    # Sorted for cheaper gathers, before slicing so that row r of the global batch
-    # (and so its augmentation key) is the same for any number of processes.
-    index = np.sort(self._perm[i * self.global_batch:(i + 1) * self.global_batch])[self.rows]
+    if epoch != self._epoch:
+      self._index, self._epoch = self.epoch_index(epoch), epoch
+    index = self._index[i][self.rows]
     return {'image': self.dataset.images[index], 'label': self.dataset.labels[index]}
 
   def __call__(self, start_step: int) -> Iterator[Batch]:
@@ -84,6 +93,66 @@ class InMemoryBatches:
     while True:
       yield self.batch(step)
       step += 1
+
+
+class DeviceBatches:
+  """An `InMemoryBatches` split held on the devices: the uint8 images and labels,
+  replicated, put once; each epoch's `epoch_index` table, put once per epoch.
+
+  `self(start_step)` yields the step's input (the same device arrays every step of
+  an epoch) and `gather(data, step)`, inside the jitted step, picks global batch
+  `step` from it: exactly the rows `InMemoryBatches.batch(step)` gives, sharded on
+  'data' as `parallel.global_batch` shards them.
+  """
+
+  def __init__(self, host: InMemoryBatches, mesh):
+    self.host, self.mesh = host, mesh
+    self.replicated = parallel.replicated(mesh)
+    self.split = {'image': self._put(host.dataset.images),
+                  'label': self._put(host.dataset.labels.astype(np.int32))}
+
+  def _put(self, array: np.ndarray) -> jax.Array:
+    # Every process holds the whole split, so this also places it across hosts.
+    return jax.device_put(array, self.replicated)
+
+  def __call__(self, start_step: int) -> Iterator[dict[str, jax.Array]]:
+    step, epoch, index = start_step, -1, None
+    while True:
+      if step // self.host.steps_per_epoch != epoch:
+        epoch = step // self.host.steps_per_epoch
+        index = self._put(self.host.epoch_index(epoch))
+      yield {**self.split, 'index': index}
+      step += 1
+
+  def gather(self, data: dict[str, jax.Array], step: jax.Array) -> dict[str, jax.Array]:
+    index = jax.lax.dynamic_index_in_dim(
+        data['index'], step % self.host.steps_per_epoch, keepdims=False)
+    batch = {'image': data['image'][index], 'label': data['label'][index]}
+    return jax.lax.with_sharding_constraint(batch, parallel.batch_sharding(self.mesh))
+
+  def wrap(self, train_step):
+    """train_step(state, batch) -> train_step(state, data), gathering inside."""
+    return lambda state, data: train_step(state, self.gather(data, state['step']))
+
+
+# 'auto' keeps a split on the devices only if it is small (Fashion-MNIST: 47 MB,
+# CIFAR-10: 154 MB); an image folder can be far larger.
+AUTO_ON_DEVICE_MAX_BYTES = 1 << 30
+
+
+def on_device(config, source: Input, mesh) -> DeviceBatches | None:
+  """config.data_on_device: the run's `DeviceBatches`, or None for the host path."""
+  host = source.train_batches
+  in_memory = isinstance(host, InMemoryBatches)
+  if config.data_on_device == 'on' and not in_memory:
+    raise UserError(f'data_on_device=\'on\' is not allowed for dataset={config.dataset!r}, '
+                    'which is streamed: expected an in-memory dataset, or \'auto\' / \'off\'')
+  if config.data_on_device == 'off' or not in_memory:
+    return None
+  if config.data_on_device == 'auto' and (
+      jax.default_backend() == 'cpu' or host.dataset.images.nbytes > AUTO_ON_DEVICE_MAX_BYTES):
+    return None
+  return DeviceBatches(host, mesh)
 
 
 def padded_batches(arrays_: dict[str, np.ndarray], global_batch: int) -> Iterator[Batch]:
