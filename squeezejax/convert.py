@@ -84,6 +84,9 @@ def spec_version(spec: spec_lib.SqueezeNetSpec) -> str:
     raise UserError(
         'this spec is not torchvision\'s squeezenet' + version + ' (expected the paper\'s '
         'metaparameters, bypass=none, in_channels=3); torchvision has no module for it')
+  if spec.conv10_pad:
+    raise UserError(f'conv10_pad={spec.conv10_pad}: torchvision\'s squeezenet does not pad '
+                    'conv10 (Caffe v1.0 does), so its logits would differ; expected 0')
   if not spec.conv10_relu:
     raise UserError('conv10_relu=False: torchvision\'s squeezenet has a ReLU after '
                     'conv10, so its logits would differ; expected conv10_relu=True')
