@@ -1,6 +1,7 @@
 """The Deep Compression file format and its accounting, on the authors' compressed
 SqueezeNet (tests/data/deep_compression, BSD licence beside it)."""
 
+import json
 import os
 
 import numpy as np
@@ -127,3 +128,22 @@ def test_bad_files_are_user_errors(raw, damage):
 def test_bits_outside_one_to_eight(bits):
   with pytest.raises(UserError, match='from 1 to 8'):
     format_lib.check_bits(bits, '--code_bits')
+
+
+def test_table2_report(tmp_path):
+  from squeezejax import report
+  rows = [dict(row='SqueezeNet-small', seed=s, top1=t, bytes=40_000, label_mb=0.039)
+          for s, t in ((0, 0.90), (1, 0.88))]
+  rows += [dict(row='+ weight sharing, 6-bit', seed=s, top1=t, bytes=b, label_mb=0.0039,
+                density=0.334) for s, t, b in ((0, 0.89, 3_800), (1, 0.87, 4_000))]
+  record = {'seeds': 2, 'density': '*=0.33', 'base_steps': 1, 'retrain_steps': 1,
+            'share_steps': 1, 'rows': rows, 'imagenet': [dict(
+                row='x', bytes=675_763, label_mb=0.66, vs_alexnet_label=363.6,
+                vs_alexnet_bytes=360.9)]}
+  (tmp_path / 'table2.json').write_text(json.dumps(record))
+  md, png = report.make_report(str(tmp_path))
+  text = open(md).read()
+  assert '| SqueezeNet-small | 100.0% | 89.00 [88.00, 90.00] | 40,000 | 0.039 | 1.0x |' in text
+  assert '| + weight sharing, 6-bit | 33.4% | 88.00 [87.00, 89.00] | 3,900 | 0.0039 | 10.3x |' in text
+  assert '| x | 675,763 | 0.66 | 363.6x | 360.9x |' in text
+  assert os.path.getsize(png) > 10_000
