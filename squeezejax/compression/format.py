@@ -287,11 +287,10 @@ def huffman_encode(symbols: np.ndarray, lengths: np.ndarray) -> bytes:
     codes[s], sizes[s] = c, n
   symbols = np.asarray(symbols, np.int64)
   width = int(sizes.max()) if len(table) else 1
-  # Each symbol's code as `width` bits, MSB first, then only its first `sizes` bits kept.
-  bits = (codes[symbols][:, None] >> np.arange(width - 1, -1, -1)) & 1
-  shifted = bits[:, :width]
+  # Each symbol's code right-aligned in `width` bits, MSB first; its last `sizes` bits kept.
+  bits = ((codes[symbols][:, None] >> np.arange(width - 1, -1, -1)) & 1).astype(np.uint8)
   keep = np.arange(width)[None, :] >= (width - sizes[symbols])[:, None]
-  return np.packbits(shifted[keep].astype(np.uint8)).tobytes()
+  return np.packbits(bits[keep]).tobytes()
 
 
 def huffman_decode(data: bytes, count: int, lengths: np.ndarray, what: str) -> np.ndarray:

@@ -18,7 +18,7 @@ momentum and weight decay.
 from __future__ import annotations
 
 import fnmatch
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,12 +50,6 @@ def layer_densities(text: str, names: list[str]) -> dict[str, float]:
                       '(e.g. "*=0.5")')
     out[name] = match
   return out
-
-
-def check_density(value, flag: str) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-    raise UserError(f'{flag}={value!r} is not allowed: expected a number in (0, 1]')
-  return float(value)
 
 
 def magnitude_mask(weights: np.ndarray, density: float) -> np.ndarray:
@@ -101,7 +95,3 @@ def keep_zeros() -> optax.GradientTransformation:
 
   return optax.GradientTransformation(init, update)
 
-
-def apply_masks(params: Mapping, masks: Mapping) -> dict:
-  """params with every kernel multiplied by its mask (a pytree of the kernels' paths)."""
-  return jax.tree.map(lambda x, m: np.asarray(x) * m, params, masks)
