@@ -398,7 +398,8 @@ def table2_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 def table2_markdown(record: dict[str, Any]) -> str:
   lines = [f'Table 2 on Fashion-MNIST ({record["seeds"]} seed(s); density {record["density"]}; '
-           f'base {record["base_steps"]} steps, retraining {record["retrain_steps"]} x 2, '
+           f'base {record["base_steps"]} steps, retraining {record["retrain_steps"]} x '
+           f'{record.get("prune_iterations", 2)}, '
            f'centroid fine-tuning {record["share_steps"]})', '',
            '| model | weights kept | top-1 (%) mean [min, max] | file (bytes) | MB (paper label) '
            '| vs float32 SqueezeNet (bytes) |', '|---|--:|--:|--:|--:|--:|',
