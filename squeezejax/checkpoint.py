@@ -5,6 +5,9 @@ A model directory (a training workdir, or what `squeezejax convert` writes) hold
     model.json            the SqueezeNetSpec and `meta` (preprocessing, class names)
     checkpoints/<step>/   Orbax items: params, opt_state (training only), meta (json)
 
+or, compressed (`squeezejax compress`, or `convert` of a Deep Compression file),
+model.json and model.net, which `load_model` decodes (squeezejax.compression).
+
 The trainer writes through a `Checkpointer`. Everything else reads through
 `load_model`, which opens Orbax read-only: reading never creates, deletes or
 rewrites a file, even when the newest checkpoint is damaged or being written.
@@ -156,6 +159,11 @@ def load_model(directory: str, abstract_params=None):
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                                    model_lib.abstract_params(spec))
+  if meta.get('compression'):  # a Deep Compression file (squeezejax compress / convert)
+    from squeezejax.compression import weights  # pylint: disable=g-import-not-at-top
+    params = weights.load(directory, spec, meta)
+    return spec, jax.tree.map(lambda x, a: jax.device_put(x, a.sharding), params,
+                              abstract_params), meta
   ckpt_dir = os.path.join(directory, CHECKPOINTS)
   if not os.path.isdir(ckpt_dir):
     raise UserError(f'{directory!r} has no {CHECKPOINTS}/ folder')

@@ -22,9 +22,11 @@ COMMANDS = {
     'eval': ('squeezejax.train', 'evaluate the latest checkpoint of a workdir'),
     'sweep': ('squeezejax.sweep', 'run a design-space sweep defined in a config'),
     'report': ('squeezejax.report', 'figures and tables from a sweep workdir'),
-    'convert': ('squeezejax.convert', 'torchvision weights -> squeezejax checkpoint'),
+    'convert': ('squeezejax.convert', 'torchvision or Deep Compression weights -> model dir'),
     'finetune': ('squeezejax.finetune', 'fine-tune a checkpoint on an image folder'),
     'predict': ('squeezejax.predict', 'top-k classes of images from a checkpoint'),
+    'compress': ('squeezejax.compression.compress',
+                 'Deep Compression: prune, share weights, write the .net file'),
     'export': ('squeezejax.export', 'export a checkpoint for deployment'),
     'bench': ('squeezejax.bench', 'train/eval/input throughput, optionally vs PyTorch'),
 }

@@ -104,6 +104,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Fine-tuning: initialise from a model directory (checkpoint of train/convert).
   c.init_from = ''
   c.freeze_backbone = False
+  # Deep Compression retraining (squeezejax compress): 'pruned' keeps kernel weights that
+  # are 0 at the start at 0; 'shared' also trains one value per cluster of equal weights.
+  c.compressed = ''
   # Logging, evaluation, checkpoints (all in steps).
   c.log_every = 50
   c.eval_every = 0  # 0 = only at the end
@@ -262,6 +265,7 @@ SCHEMA = {
     'data_on_device': _one_of(*DATA_ON_DEVICE),
     'cpu_convolutions': _one_of(*CPU_CONVOLUTIONS),
     'augment': _one_of(*data_core.AUGMENTATIONS),
+    'compressed': _one_of('', 'pruned', 'shared'),
     'image_size': _number(0, integer=True),
     'batch_size': _number(1, integer=True),
     'eval_batch_size': _number(1, integer=True),

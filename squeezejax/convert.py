@@ -39,6 +39,7 @@ PREPROCESSING = {
     'image_size': 224,
 }
 FILE_KINDS = ('.pth', '.pt', '.safetensors', '.npz')
+DEEP_COMPRESSION_KIND = '.net'  # the authors' compressed SqueezeNet (Han et al.)
 
 
 # -- versions and specs ---------------------------------------------------------------
@@ -84,6 +85,9 @@ def spec_version(spec: spec_lib.SqueezeNetSpec) -> str:
     raise UserError(
         'this spec is not torchvision\'s squeezenet' + version + ' (expected the paper\'s '
         'metaparameters, bypass=none, in_channels=3); torchvision has no module for it')
+  if spec.conv10_pad:
+    raise UserError(f'conv10_pad={spec.conv10_pad}: torchvision\'s squeezenet does not pad '
+                    'conv10 (Caffe v1.0 does), so its logits would differ; expected 0')
   if not spec.conv10_relu:
     raise UserError('conv10_relu=False: torchvision\'s squeezenet has a ReLU after '
                     'conv10, so its logits would differ; expected conv10_relu=True')
@@ -328,7 +332,8 @@ def main(argv: list[str]) -> int:
       description='torchvision SqueezeNet weights -> a squeezejax model directory '
                   '(usable by train --config.init_from, eval, predict, export, finetune).')
   parser.add_argument('--from', dest='source', required=True,
-                      help=f'torchvision state_dict: {", ".join(FILE_KINDS)}')
+                      help=f'torchvision state_dict: {", ".join(FILE_KINDS)}; or the authors\' '
+                           'Deep Compression SqueezeNet, compressed_SqueezeNet.net')
   parser.add_argument('--version', default=None,
                       help='1_0 or 1_1 (default: from the shape of conv1)')
   parser.add_argument('--out', required=True, help='model directory to write')
@@ -344,6 +349,8 @@ def main(argv: list[str]) -> int:
   if os.path.exists(os.path.join(args.out, checkpoint.MODEL_JSON)):
     raise UserError(f'--out={args.out!r} already holds a model: expected a new or '
                     'empty directory')
+  if args.source.lower().endswith(DEEP_COMPRESSION_KIND):
+    return convert_deep_compression(args)
   state_dict = load_state_dict(args.source)
   spec, params = from_torchvision(state_dict, args.version)
   version = spec_version(spec)
@@ -369,3 +376,49 @@ def main(argv: list[str]) -> int:
   checkpoint.save_model(args.out, spec, params, meta)
   print(f'wrote {args.out}')
   return 0
+
+
+def convert_deep_compression(args) -> int:
+  """--from=compressed_SqueezeNet.net: the authors' Deep Compression file (Caffe
+  SqueezeNet v1.0 trained on ImageNet) -> a compressed model directory.
+
+  The file is decoded against the Caffe v1.0 spec (conv10 padded by 1), checked to
+  re-encode to the same bytes, and stored as it is; model.json records Caffe's
+  preprocessing and the 1000 ImageNet classes.
+  """
+  from squeezejax.compression import accounting, weights  # pylint: disable=g-import-not-at-top
+  from squeezejax.compression import format as format_lib  # pylint: disable=g-import-not-at-top
+  if args.num_classes not in (None, 1000) or args.version not in (None, '1_0', '1.0', 'v1.0'):
+    raise UserError(f'--from={args.source!r} is the 1000-class SqueezeNet v1.0 as it is: expected '
+                    'no --num_classes or --version (finetune --init=OUT gives a new head)')
+  spec = weights.authors_spec()
+  encoded = weights.read_file(args.source, spec, **{k: v for k, v in weights.AUTHORS_BITS.items()})
+  with open(args.source, 'rb') as f:
+    if format_lib.write(encoded) != f.read():  # the file's layout, exactly
+      raise UserError(f'{args.source!r} decodes but does not re-encode to the same bytes: '
+                      'not the canonical Deep Compression layout')
+  synsets, names = imagenet_classes()
+  if args.class_names:
+    names = read_class_names(args.class_names)
+    if len(names) != spec.num_classes:
+      raise UserError(f'--class_names={args.class_names!r} has {len(names)} names but the '
+                      f'model has {spec.num_classes} classes')
+  rows = accounting.layer_sizes(encoded, 8, 4)
+  total = accounting.summary(rows)
+  print(f'read {args.source}: Deep Compression SqueezeNet v1.0, {total["nonzero"]:,} of '
+        f'{total["weights"]:,} weights kept ({100 * total["density"]:.1f}%), '
+        f'{total["bytes"]:,} bytes (paper label {total["label_mb"]:g}MB)')
+  meta = {'source': f'Deep Compression SqueezeNet v1.0: {os.path.abspath(args.source)}',
+          'head': 'imported', 'preprocessing': dict(weights.CAFFE_PREPROCESSING),
+          'class_names': names, 'synsets': synsets}
+  weights.save(args.out, spec, encoded, meta, **weights.AUTHORS_BITS)
+  print(f'wrote {args.out}')
+  return 0
+
+
+def imagenet_classes() -> tuple[list[str], list[str]]:
+  """(WordNet ids, names) of the 1000 ImageNet classes, in Caffe's order."""
+  from importlib import resources  # pylint: disable=g-import-not-at-top
+  text = resources.files('squeezejax.resources').joinpath('imagenet_classes.tsv').read_text()
+  pairs = [line.split('\t', 1) for line in text.splitlines() if line]
+  return [s for s, _ in pairs], [n for _, n in pairs]

@@ -84,6 +84,9 @@ class SqueezeNet(nnx.Module):
       if i in self.spec.pool_after:
         x = layers.max_pool(x, formulation=self.formulation)
     x = layers.dropout(x, self.spec.dropout_rate, dropout_key)
+    if self.spec.conv10_pad:  # Caffe v1.0: the border is relu(bias) in the average
+      p = self.spec.conv10_pad
+      x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
     x = self.conv10(x)
     if self.spec.conv10_relu:
       x = nnx.relu(x)

@@ -6,7 +6,9 @@ Images are prepared with the `preprocessing` stored in the model directory:
 'torchvision' (imported weights) resizes the short side to `resize`, crops the
 centre `image_size` square, scales to [0, 1] and normalises by mean/std;
 'dataset' (trained models) resizes to `image_size` square (or resize + centre
-crop when `resize` is given) and normalises by the dataset's mean/std. A file
+crop when `resize` is given) and normalises by the dataset's mean/std; 'caffe'
+(the authors' Deep Compression SqueezeNet) squashes to `resize` square, crops the
+centre, reverses to BGR and subtracts the 0..255 mean. A file
 that cannot be read gets one error line and the others still run; the exit
 code is 1 if any failed.
 """
@@ -46,6 +48,8 @@ def preprocess(image, preprocessing: dict[str, Any]) -> np.ndarray:
   from PIL import Image  # pylint: disable=g-import-not-at-top
   size = int(preprocessing['image_size'])
   resize = preprocessing.get('resize')
+  if preprocessing.get('kind') == 'caffe':
+    return caffe_preprocess(image, size, int(resize), preprocessing['mean_bgr'])
   if resize:
     # Resize(resize): the short side becomes `resize`, the long one is truncated
     # as torchvision does; then CenterCrop(size) with its rounding.
@@ -64,6 +68,16 @@ def preprocess(image, preprocessing: dict[str, Any]) -> np.ndarray:
   mean = np.asarray(preprocessing.get('mean', [0.0]), np.float32)
   std = np.asarray(preprocessing.get('std', [1.0]), np.float32)
   return data.normalize(x, mean, std)
+
+
+def caffe_preprocess(image, size: int, resize: int, mean_bgr) -> np.ndarray:
+  """Caffe's ImageNet transform: a resize x resize image, its centre size x size crop
+  (offset (resize - size) // 2, as Caffe's data layer), BGR, 0..255 minus the mean."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  image = image.convert('RGB').resize((resize, resize), Image.BILINEAR)
+  top = (resize - size) // 2
+  x = np.asarray(image, np.float32)[top:top + size, top:top + size, ::-1]
+  return x - np.asarray(mean_bgr, np.float32)
 
 
 # -- prediction --------------------------------------------------------------------------

@@ -351,6 +351,8 @@ def table(records: list[dict[str, Any]], failed: list[dict[str, Any]], keys: lis
 
 def make_report(workdir: str, edf_min_runs: int = EDF_MIN_RUNS) -> list[str]:
   """Writes table.md and the figures for a sweep directory; returns their paths."""
+  if os.path.exists(os.path.join(workdir, TABLE2_JSON)):
+    return table2_report(workdir)
   path = os.path.join(workdir, results.RESULTS)
   if not os.path.exists(path):
     raise UserError(f'--workdir={workdir!r} has no {results.RESULTS}: run `squeezejax sweep` '
@@ -371,6 +373,74 @@ def make_report(workdir: str, edf_min_runs: int = EDF_MIN_RUNS) -> list[str]:
   if len(ok) >= edf_min_runs:
     written.append(error_edf_figure(ok, keys, os.path.join(workdir, 'error_edf.png')))
   return written
+
+
+# -- Table 2: Deep Compression (experiments/table2_compression.py) ---------------------
+
+TABLE2_JSON = 'table2.json'
+
+
+def table2_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+  """One row per compression stage: top-1 mean/min/max over seeds, mean bytes, label."""
+  rows = collections.OrderedDict()
+  for r in record['rows']:
+    rows.setdefault(r['row'], []).append(r)
+  base = np.mean([r['bytes'] for r in rows.get('SqueezeNet-small', [{'bytes': np.nan}])])
+  out = []
+  for name, rs in rows.items():
+    top1 = np.array([r['top1'] for r in rs]) * 100
+    nbytes = float(np.mean([r['bytes'] for r in rs]))
+    out.append({'row': name, 'seeds': len(rs), 'top1': top1.mean(), 'top1_min': top1.min(),
+                'top1_max': top1.max(), 'bytes': nbytes, 'label_mb': rs[0]['label_mb'],
+                'density': rs[0].get('density', 1.0), 'reduction': base / nbytes})
+  return out
+
+
+def table2_markdown(record: dict[str, Any]) -> str:
+  lines = [f'Table 2 on Fashion-MNIST ({record["seeds"]} seed(s); density {record["density"]}; '
+           f'base {record["base_steps"]} steps, retraining {record["retrain_steps"]} x '
+           f'{record.get("prune_iterations", 2)}, '
+           f'centroid fine-tuning {record["share_steps"]})', '',
+           '| model | weights kept | top-1 (%) mean [min, max] | file (bytes) | MB (paper label) '
+           '| vs float32 SqueezeNet (bytes) |', '|---|--:|--:|--:|--:|--:|',
+           '| AlexNet-small | | not run (needs the AlexNet family) | | | |']
+  for r in table2_rows(record):
+    kept = '' if r['density'] is None else f'{100 * r["density"]:.1f}%'
+    lines.append(f'| {r["row"]} | {kept} | {r["top1"]:.2f} [{r["top1_min"]:.2f}, '
+                 f'{r["top1_max"]:.2f}] | {r["bytes"]:,.0f} | {r["label_mb"]:g} | '
+                 f'{r["reduction"]:.1f}x |')
+  lines += ['', 'ImageNet scale (sizes only): the paper labels AlexNet 240MB; reductions by '
+            'label (as the paper computes them) and by bytes', '',
+            '| model | bytes | MB (label) | vs AlexNet (labels) | vs AlexNet (bytes) |',
+            '|---|--:|--:|--:|--:|']
+  for r in record['imagenet']:
+    lines.append(f'| {r["row"]} | {r["bytes"]:,} | {r["label_mb"]:g} | '
+                 f'{r["vs_alexnet_label"]:.1f}x | {r["vs_alexnet_bytes"]:.1f}x |')
+  return '\n'.join(lines) + '\n'
+
+
+def table2_report(workdir: str) -> list[str]:
+  """table2.md and table2.png (file size, log axis, vs top-1) from table2.json."""
+  with open(os.path.join(workdir, TABLE2_JSON)) as f:
+    record = json.load(f)
+  md = os.path.join(workdir, 'table2.md')
+  files.write_atomic(md, table2_markdown(record))
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
+  for r in table2_rows(record):
+    ax.errorbar(r['bytes'] / 1024, r['top1'], yerr=[[r['top1'] - r['top1_min']],
+                                                    [r['top1_max'] - r['top1']]],
+                fmt='o', capsize=3)
+    ax.annotate(f'{r["row"]}\n{r["label_mb"]:g}MB', (r['bytes'] / 1024, r['top1']),
+                textcoords='offset points', xytext=(5, 4), fontsize=7)
+  ax.set_xscale('log')
+  ax.set_xlabel('file size (KiB, log scale)')
+  ax.set_ylabel('top-1 accuracy (%)')
+  ax.set_title('Table 2 on Fashion-MNIST: SqueezeNet-small + Deep Compression', fontsize=10)
+  png = os.path.join(workdir, 'table2.png')
+  fig.savefig(png, dpi=120)
+  plt.close(fig)
+  return [md, png]
 
 
 def main(argv: list[str]) -> int:

@@ -123,6 +123,9 @@ class SqueezeNetSpec:
   in_channels: int = 3
   dropout_rate: float = 0.5
   conv10_relu: bool = True  # the paper's head; see README on 10-class training
+  # Zero padding of the 1x1 conv10. Caffe's SqueezeNet v1.0 prototxt has pad: 1 there,
+  # so its global average also takes in the border, relu(bias), of a 15x15 map.
+  conv10_pad: int = 0
   init: str = 'caffe'
 
   def __post_init__(self):
@@ -144,6 +147,9 @@ class SqueezeNetSpec:
       value = getattr(self, field)
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         bad(field, value, 'an integer >= 1')
+    if (isinstance(self.conv10_pad, bool) or not isinstance(self.conv10_pad, int)
+        or self.conv10_pad < 0):
+      bad('conv10_pad', self.conv10_pad, 'an integer >= 0')
     if (isinstance(self.incr_e, bool) or not isinstance(self.incr_e, int)
         or self.incr_e < 0):
       bad('incr_e', self.incr_e, 'an integer >= 0')
@@ -264,6 +270,7 @@ class SqueezeNetSpec:
         rows.append(LayerCost(name, 'pool', (h, h, channels), kernel='3x3/2'))
     rows.append(LayerCost('dropout', 'dropout', (h, h, channels)))
     n = self.num_classes
+    h += 2 * self.conv10_pad
     rows.append(LayerCost('conv10', 'conv', (h, h, n), channels * n + n,
                           h * h * channels * n, kernel='1x1/1'))
     rows.append(LayerCost('avgpool10', 'avgpool', (1, 1, n), kernel=f'{h}x{h}/1'))

@@ -53,6 +53,10 @@ def make_optimizer(config, schedule, abstract_params) -> optax.GradientTransform
     labels = {k: jax.tree.map(lambda _, k=k: 'train' if k == 'conv10' else 'frozen', v)
               for k, v in abstract_params.items()}
     tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
+  if config.compressed:  # masks (and clusters) live in the optimizer state
+    from squeezejax.compression import prune, share  # pylint: disable=g-import-not-at-top
+    first = [share.shared_gradients()] if config.compressed == 'shared' else []
+    tx = optax.chain(*first, tx, prune.keep_zeros())
   return tx
 
 

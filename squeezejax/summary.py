@@ -76,7 +76,13 @@ def main(argv: list[str]) -> int:
   parser.add_argument('--image_size', type=int, default=None,
                       help='square input side (default: 224, or 32 for the small layout)')
   parser.add_argument('--json', action='store_true', help='print one JSON object')
+  parser.add_argument('--checkpoint', default=None,
+                      help='a compressed model directory: its Deep Compression size table')
   args = parser.parse_args(argv)
+  if args.checkpoint:
+    from squeezejax.compression import compress  # pylint: disable=g-import-not-at-top
+    print(compress.summary_table(args.checkpoint))
+    return 0
   config = configs.base_config()
   config.model = args.model
   configs.apply_overrides(config, {f'spec.{k}': getattr(args, k) for k in configs.spec_keys()
