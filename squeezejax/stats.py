@@ -136,6 +136,26 @@ def paired_effect(a: dict, b: dict, level: float = LEVEL, method: str = 't',
                 len(a), len(b))
 
 
+def relative_change(a: dict, b: dict, level: float = LEVEL, seed: int = 0) -> Effect:
+  """b / a - 1 (e.g. of error rates) from {pairing key: value} dicts: the mean of the
+  matched ratios with a t interval (paired), else the ratio of the means with a
+  percentile bootstrap of each group."""
+  common = [k for k in a if k in b]
+  if len(common) >= 2:
+    ratios = [b[k] / a[k] - 1 for k in common]
+    return Effect(mean_interval(ratios, level), True, len(a), len(b))
+  x, y = np.asarray(list(a.values()), float), np.asarray(list(b.values()), float)
+  mean = float(y.mean() / x.mean() - 1)
+  if x.size < 2 or y.size < 2:
+    return Effect(Interval(mean, mean, mean, 1, 'bootstrap'), False, x.size, y.size)
+  rng = np.random.default_rng(seed)
+  ratios = (y[rng.integers(0, y.size, (BOOTSTRAPS, y.size))].mean(1)
+            / x[rng.integers(0, x.size, (BOOTSTRAPS, x.size))].mean(1) - 1)
+  lo, hi = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+  return Effect(Interval(mean, float(lo), float(hi), min(x.size, y.size), 'bootstrap'), False,
+                x.size, y.size)
+
+
 def verdict(effect: Effect, test: str, margin: float = 0.0) -> str:
   """Whether the interval of b - a decides the claim.
 

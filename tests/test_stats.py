@@ -97,3 +97,53 @@ def test_two_design_spaces_compared():
   assert better.mean_difference.paired and better.ks > 0.4 and better.ks_p < 1e-3
   interval = better.mean_difference.interval
   assert -1.65 < interval.lo < -1.5 < interval.hi < -1.35
+
+
+# -- sampled design spaces ------------------------------------------------------------------
+
+from squeezejax import design_space as ds  # noqa: E402
+from squeezejax import spec as spec_lib  # noqa: E402
+from squeezejax.errors import UserError  # noqa: E402
+
+SPACE = {'squeeze_ratio': ds.LogUniform(0.125, 1.0), 'pct_3x3': ds.Uniform(0.01, 0.99),
+         'base_e': ds.IntRange(16, 48), 'incr_e': ds.IntRange(0, 48), 'freq': ds.IntRange(1, 4)}
+BASE = dict(layout='small', num_classes=10, in_channels=1)
+
+
+def test_sampling_is_seeded_constrained_and_valid_for_every_variant():
+  cross = {'bypass': ('none', 'simple')}
+  models = ds.sample(SPACE, 30, seed=0, base=BASE, image_size=28, cross=cross,
+                     max_params=100_000)
+  assert models == ds.sample(SPACE, 30, seed=0, base=BASE, image_size=28, cross=cross,
+                             max_params=100_000)
+  assert models != ds.sample(SPACE, 30, seed=1, base=BASE, image_size=28, cross=cross,
+                             max_params=100_000)
+  assert len({json_key(m) for m in models}) == 30
+  for m in models:
+    assert 0.125 <= m['squeeze_ratio'] <= 1 and 0.01 <= m['pct_3x3'] <= 0.99
+    assert 16 <= m['base_e'] <= 48 and m['freq'] in (1, 2, 3, 4)
+    for bypass in cross['bypass']:  # both variants build, within the budget
+      assert spec_lib.SqueezeNetSpec(**BASE, **m, bypass=bypass).cost(28)['params'] <= 100_000
+  # A simple bypass rules out odd freq (a channel change inside a bypassed module)
+  # unless incr_e is 0; without the cross, odd freq is drawn.
+  assert all(m['freq'] % 2 == 0 or m['incr_e'] == 0 for m in models)
+  assert any(m['freq'] % 2 for m in ds.sample(SPACE, 30, seed=0, base=BASE, image_size=28))
+  # The distributions: log-uniform SR puts half its mass below the geometric mean.
+  # (Points are distinct; in a space of five keys repeats are too rare to bias that.)
+  many = ds.sample(SPACE, 400, seed=0, base=BASE, image_size=28)
+  below = np.mean([m['squeeze_ratio'] < np.sqrt(0.125) for m in many])
+  assert 0.4 < below < 0.6
+  grid = ds.overrides(models[:2], cross)
+  assert [g['spec.bypass'] for g in grid] == ['none', 'simple', 'none', 'simple']
+  assert grid[0]['spec.squeeze_ratio'] == grid[1]['spec.squeeze_ratio']
+
+
+def test_sampling_refuses_what_cannot_be_sampled():
+  with pytest.raises(UserError, match="'sr' is not allowed"):
+    ds.sample({'sr': ds.Uniform(0, 1)}, 3, base=BASE)
+  with pytest.raises(UserError, match='gave 0 of 5 valid points'):
+    ds.sample(SPACE, 5, base=BASE, image_size=28, max_params=10, max_draws=200)
+
+
+def json_key(m):
+  return tuple(sorted(m.items()))
