@@ -184,7 +184,7 @@ def size_accuracy_figure(records: list[dict[str, Any]], keys: list[str], path: s
       ax.set_xlabel('model size (MiB, float32)')
     if base is not None:
       _draw_change(axes[row][1], records, groups, base, key, metric, reference,
-                   rows if len(rows) > 1 else ('top1', 'top5'), categories)
+                   (metric,) if len(rows) > 1 else ('top1', 'top5'), categories)
   axes[0][0].set_title(textwrap.fill(f'this sweep: {_context(records)}', 80), fontsize=9)
   if base is not None:
     axes[0][1].set_title(textwrap.fill(
@@ -250,76 +250,65 @@ def _draw_change(ax, records, groups, base, key: str, metric: str, reference: di
   seed, 95% interval, seeds faint) and the reference's stated points, on one axis."""
   stated = {p['value']: p for p in reference.get('points', [])}
   ref_base = stated.get(base[key])
-  shift = 0.12 if categories is not None else 0.0  # sweep left, reference right of a tick
-  def x_of(value, ratio, side):
-    return categories.index(value) + side * shift if categories is not None else ratio
-  points = []
-  for g in groups:
-    if g[metric] is None:
-      continue
-    ratio = g['size_mib'] / base['size_mib']
-    if g is base:
-      points.append((x_of(g[key], ratio, -1), None, g))
-      continue
+  def x_of(value, ratio, side):  # categorical: the sweep left of a tick, the reference right
+    return ratio if categories is None else categories.index(value) + 0.12 * side
+  rows = []  # x, change, interval low, high (%), label
+  for g in (g for g in groups if g[metric] is not None):
+    x = x_of(g[key], g['size_mib'] / base['size_mib'], -1)
     a, b, _ = findings.compared(records, {key: base[key]}, {key: g[key]}, metric)
     a, b = {k: 1 - v for k, v in a.items()}, {k: 1 - v for k, v in b.items()}
-    effect = stats.relative_change(a, b)
-    x = x_of(g[key], ratio, -1)
-    if effect.paired:
-      seeds = [100 * (b[k] / a[k] - 1) for k in a if k in b]
-      ax.scatter([x] * len(seeds), seeds, s=12, color='tab:blue', alpha=0.3, linewidths=0)
-    points.append((x, effect, g))
-  points.sort(key=lambda p: p[0])
-  px = np.array([p[0] for p in points])
-  py = np.array([100 * p[1].value if p[1] else 0.0 for p in points])
-  lo = np.array([100 * (p[1].value - p[1].interval.lo) if p[1] else 0.0 for p in points])
-  hi = np.array([100 * (p[1].interval.hi - p[1].value) if p[1] else 0.0 for p in points])
-  spread = any(p[1] and p[1].interval.known for p in points)
-  ax.errorbar(px, py, yerr=[lo, hi] if spread else None,
-              fmt='o' if categories is not None else 'o-', color='tab:blue', capsize=3,
-              lw=1.5, ms=6, zorder=3,
+    i = stats.relative_change(a, b).interval if g is not base else stats.Interval(0, 0, 0, 1, 't')
+    if g is not base and all(k in b for k in a) and len(a) > 1:
+      ax.scatter([x] * len(a), [100 * (b[k] / a[k] - 1) for k in a], s=12, color='tab:blue',
+                 alpha=0.3, linewidths=0)
+    rows.append((x, 100 * i.mean, 100 * i.lo, 100 * i.hi, point_label({key: g[key]})))
+  rows.sort()
+  x, y, lo, hi = (np.array(c) for c in list(zip(*rows))[:4])
+  spread = bool(np.any(hi > lo))
+  ax.errorbar(x, y, yerr=[y - lo, hi - y] if spread else None, fmt='o' if categories else 'o-',
+              color='tab:blue', capsize=3, lw=1.5, ms=6, zorder=3,
               label=f'this sweep, {_METRIC[metric]} error{" (95% interval)" * spread}, '
                     f'{_seeds_label(groups)}')
-  for x, effect, g in points:
-    ax.annotate(f'{point_label({key: g[key]})}' if categories is None else
-                f'{100 * effect.value:+.1f}%' if effect else '', (x, 100 * effect.value
-                if effect else 0.0), textcoords='offset points', xytext=(5, -12), fontsize=8,
-                color='tab:blue')
-  xs, ys = list(px), list(py - lo) + list(py + hi)
-  for m, marker in zip(paper_metrics, ('^', 's')):
-    have = [p for p in stated.values() if ref_base and p.get(m) is not None
-            and ref_base.get(m) is not None]
-    if len(have) < 2 and categories is None:
+  for xi, yi, *_, label in rows:
+    ax.annotate(f'{yi:+.1f}%' if categories else label, (xi, yi), textcoords='offset points',
+                xytext=(5, -12), fontsize=8, color='tab:blue')
+  xs, ys = list(x), list(lo) + list(hi)
+  if not any(sum(p.get(m) is not None for p in stated.values()) > 1 for m in paper_metrics):
+    ax.text(0.02, 0.03, f'{reference.get("label", "the reference")} states no number here '
+            'but at the baseline', transform=ax.transAxes, fontsize=8, color='dimgray')
+  for m in paper_metrics:
+    have = sorted((p for p in stated.values() if ref_base and p.get(m) is not None
+                   and ref_base.get(m) is not None), key=lambda p: p['size_mib'])
+    if len(have) < 2:
       continue  # the baseline alone says nothing about a change
-    have.sort(key=lambda p: p['size_mib'])
-    rx = np.array([x_of(p['value'], p['size_mib'] / ref_base['size_mib'], 1) for p in have])
-    ry = np.array([100 * ((1 - p[m]) / (1 - ref_base[m]) - 1) for p in have])
+    rx = [x_of(p['value'], p['size_mib'] / ref_base['size_mib'], 1) for p in have]
+    ry = [100 * ((1 - p[m]) / (1 - ref_base[m]) - 1) for p in have]
     setting = ', '.join(str(v) for v in reference.get('setting', {}).values())
-    ax.plot(rx, ry, marker if categories is not None else marker + '--',
-            color='tab:gray' if m == 'top5' else 'tab:orange', ms=7, lw=1, mfc='white',
+    marker = {'top1': '^', 'top5': 's'}[m]
+    ax.plot(rx, ry, marker if categories else marker + '--', ms=7, lw=1, mfc='white',
+            color='tab:gray' if m == 'top5' else 'tab:orange',
             label=f'{reference.get("label", "reference")}, {_METRIC[m]} error'
                   f'{", " + setting if setting else ""} (stated)')
-    for p, x, y in zip(have, rx, ry):
+    for p, xi, yi in zip(have, rx, ry):
       if p is not ref_base:
-        text = f'{y:+.0f}%' if categories is not None else (
-            f'{point_label({key: p["value"]})}: {y:+.0f}%')
-        ax.annotate(text, (x, y), textcoords='offset points', xytext=(5, 5), fontsize=8,
-                    color='dimgray')
-    xs += list(rx)
-    ys += list(ry)
+        ax.annotate(f'{yi:+.0f}%' if categories else f'{point_label({key: p["value"]})}: '
+                    f'{yi:+.0f}%', (xi, yi), textcoords='offset points', xytext=(5, 5),
+                    fontsize=8, color='dimgray')
+    xs, ys = xs + rx, ys + ry
   ax.axhline(0, color='black', lw=0.6)
-  ax.set_ylabel(f'change of error from {point_label({key: base[key]})} (%; < 0: fewer errors)')
+  where = point_label({key: base[key]})
+  ax.set_ylabel(f'change of error from {where} (%; < 0: fewer errors)')
+  _finish(ax, np.array(xs), np.array(ys), categories is not None)
   if categories is None:
-    ax.set_xlabel(f'size ratio (model size / size at {point_label({key: base[key]})})')
-    _finish(ax, np.array(xs), np.array(ys), False)
+    ax.set_xlabel(f'size ratio (model size / size at {where})')
     return
-  ratios = {g[key]: f'x{g["size_mib"] / base["size_mib"]:.2f}' for g in groups}
-  paper = {v: f' | x{p["size_mib"] / ref_base["size_mib"]:.2f}' for v, p in stated.items()
-           if ref_base}
-  _finish(ax, np.array(xs), np.array(ys), True)
+  ours = {g[key]: f'x{g["size_mib"] / base["size_mib"]:.2f}' for g in groups}
+  theirs = {v: f' | x{p["size_mib"] / ref_base["size_mib"]:.2f}' for v, p in stated.items()
+            if ref_base}
   ax.set_xticks(range(len(categories)),
-                [f'{c}\n{ratios.get(c, "-")}{paper.get(c, "")}' for c in categories])
-  ax.set_xlabel(f'{key} (size ratio: this sweep{" | " + reference.get("label", "reference") if paper else ""})')
+                [f'{c}\n{ours.get(c, "-")}{theirs.get(c, "")}' for c in categories])
+  ax.set_xlabel(f'{key} (size ratio: this sweep'
+                f'{" | " + reference.get("label", "reference") if theirs else ""})')
 
 
 def _finish(ax, xs: np.ndarray, ys: np.ndarray, categorical: bool, right: float = 0.3):
