@@ -23,6 +23,7 @@ from typing import Any
 
 from squeezejax import spec as spec_lib
 from squeezejax import stats
+from squeezejax.errors import UserError
 
 MARGIN = 0.005
 
@@ -74,6 +75,7 @@ def test_claims(records: list[dict[str, Any]], declared: dict[str, Any]
   """Each declared claim with its effect (None when a side has no runs) and verdict."""
   out = []
   for claim in declared.get('claims', []):
+    _check(claim)
     metric = claim.get('metric', 'top1')
     margin = claim.get('margin', declared.get('margin', MARGIN))
     a, b, keys = compared(records, claim['a'], claim['b'], metric)
@@ -89,6 +91,27 @@ def test_claims(records: list[dict[str, Any]], declared: dict[str, Any]
       row['verdict'] = f'not tested: no finished runs with {_where(missing)}'
     out.append(row)
   return out
+
+
+def check(declared: dict[str, Any] | None) -> None:
+  """Refuses a report declaration whose claims cannot be tested (before a sweep runs)."""
+  for claim in (declared or {}).get('claims', []):
+    _check(claim)
+
+
+def _check(claim) -> None:
+  """A declared claim names its runs (a, b as {key: value}), a known test and metric."""
+  name = claim.get('claim') if isinstance(claim, dict) else None
+  if not isinstance(name, str) or not all(isinstance(claim.get(k), dict) and claim[k]
+                                          for k in ('a', 'b')):
+    raise UserError(f'claim {claim!r} is not allowed: expected a dict with claim (text), '
+                    'a and b ({key: value} of the runs compared) and test')
+  if claim.get('test') not in stats.TESTS:
+    raise UserError(f'claim {name!r}: test={claim.get("test")!r} is not allowed: expected '
+                    f'one of {", ".join(stats.TESTS)}')
+  if claim.get('metric', 'top1') not in ('top1', 'top5'):
+    raise UserError(f'claim {name!r}: metric={claim["metric"]!r} is not allowed: expected '
+                    'top1 or top5')
 
 
 def _pp(x: float) -> str:

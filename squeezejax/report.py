@@ -454,8 +454,8 @@ def table(records: list[dict[str, Any]], failed: list[dict[str, Any]], keys: lis
     lines += ['', 'Top-1 and top-5: mean ± half-width of the 95% Student t interval over the '
               'seeds (t with seeds - 1 degrees of freedom).']
   if records and 'top5' not in metrics(records, declared):
-    lines += ['', f'Top-5 is not drawn: with {records[0].get("num_classes")} classes it is '
-              'saturated.']
+    lines += ['', f'Top-5 is not drawn: of {records[0].get("num_classes")} classes, five '
+              'guesses cover too many to tell networks apart.']
   if points:
     note = (f'{label.capitalize()}: {reference.get("source", "")} (stated numbers only; '
             'blank = not stated).')

@@ -132,7 +132,7 @@ def test_a_sweep_in_the_reference_setting_shares_its_axes(tmp_path):
   check_png(figure)
   assert report.metrics(records) == ('top1', 'top5')  # 1000 classes: top-5 is drawn too
   table = (tmp_path / 'table.md').read_text()
-  assert 'compare shapes' not in table and 'saturated' not in table
+  assert 'compare shapes' not in table and 'Top-5 is not drawn' not in table
 
 
 FREQ_EXPERIMENT = '''
@@ -291,3 +291,15 @@ def test_confusion_figure(tmp_path):
             'class_names': ['cat', 'dog', 'bird']}
   path = report.confusion_figure(result, str(tmp_path / 'confusion.png'))
   assert matplotlib.image.imread(path).shape[0] > 100
+
+
+def test_a_bad_claim_is_one_clear_error(tmp_path):
+  write_results(tmp_path, 'bypass', ['none', 'simple'], experiment='table3_bypass')
+  info = results.read_sweep_info(str(tmp_path))
+  info['report']['claims'][0]['test'] = 'bigger'
+  files.write_json(str(tmp_path / results.SWEEP_JSON), info)
+  with pytest.raises(UserError, match="test='bigger' is not allowed: expected one of greater"):
+    report.make_report(str(tmp_path))
+  assert not (tmp_path / 'table.md').exists()  # nothing half-written
+  with pytest.raises(UserError, match="test='bigger'"):  # a sweep refuses it before training
+    results.write_sweep_info(str(tmp_path / 'new'), 'x.py:quick', {}, info['report'])
