@@ -1,6 +1,7 @@
 """The report: figures and tables from a results.jsonl written the way sweeps write it,
 drawn as the experiment file's declaration (in sweep.json) says."""
 
+import json
 import os
 import random
 import textwrap
@@ -303,3 +304,16 @@ def test_a_bad_claim_is_one_clear_error(tmp_path):
   assert not (tmp_path / 'table.md').exists()  # nothing half-written
   with pytest.raises(UserError, match="test='bigger'"):  # a sweep refuses it before training
     results.write_sweep_info(str(tmp_path / 'new'), 'x.py:quick', {}, info['report'])
+
+
+def test_the_design_space_experiment_loads_every_preset():
+  experiment = os.path.join(ROOT, 'experiments', 'design_space_bypass.py')
+  for preset, models, steps in (('quick', 40, 300), ('cpu', 100, 1000), ('test', 3, 8)):
+    config = configs.load(f'{experiment}:{preset}')
+    points = sweep.expand(sweep.load_grid(f'{experiment}:{preset}'), 1, config.seed)
+    assert len(points) == 2 * models and config.total_steps == steps
+    for point in points:
+      sweep.point_config(config, point)  # every key exists
+    declared = sweep.load_report(f'{experiment}:{preset}')
+    assert json.loads(json.dumps(declared)) == declared  # it goes into sweep.json
+  assert sweep.load_grid(f'{experiment}:quick') == sweep.load_grid(f'{experiment}:quick')
