@@ -98,7 +98,7 @@ def paper_size(**metaparameters) -> float:
 
 def get_report(arg: str = 'quick') -> dict:
   """What the report draws: SR beside the paper's stated numbers (only those: the
-  figure's other points are plot marks, not numbers)."""
+  figure's other points are plot marks, not numbers), and the paper's claims."""
   del arg  # every preset is compared with the same paper figure
   return {
       'x': 'squeeze_ratio',
@@ -110,6 +110,7 @@ def get_report(arg: str = 'quick') -> dict:
           'label': 'paper',
           'source': 'Iandola et al. 2016, Figure 3(a): ImageNet, SqueezeNet v1.0',
           'setting': {'dataset': 'imagenet2012', 'layout': 'v1.0'},
+          'baseline': 0.125,  # SqueezeNet: the changes are measured from it
           # SR 0.125 is SqueezeNet (Table 3's vanilla); SR 0.5 is Figure 3(b)'s 50% point.
           'points': [
               dict(value=0.125, top1=0.575, top5=0.803, stated_mb=4.8,
@@ -119,4 +120,13 @@ def get_report(arg: str = 'quick') -> dict:
               dict(value=0.75, top1=None, top5=0.860, stated_mb=19.0,
                    size_mib=paper_size(squeeze_ratio=0.75)),
           ]},
+      # The paper's findings for this figure, tested on the sweep's own results
+      # (squeezejax.findings): b - a of top-1, paired by seed.
+      'margin': 0.005,  # half a point of top-1: the smallest difference that matters
+      'claims': [
+          dict(claim='accuracy rises from SR 0.125 to SR 0.75', test='greater',
+               a={'squeeze_ratio': 0.125}, b={'squeeze_ratio': 0.75}),
+          dict(claim='SR 1.0 is no better than SR 0.75', test='at_most',
+               a={'squeeze_ratio': 0.75}, b={'squeeze_ratio': 1.0}),
+      ],
   }

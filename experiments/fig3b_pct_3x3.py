@@ -53,6 +53,18 @@ def get_report(arg: str = 'quick') -> dict:
           'label': 'paper',
           'source': 'Iandola et al. 2016, Figure 3(b): ImageNet, SqueezeNet v1.0 at SR 0.5',
           'setting': {'dataset': 'imagenet2012', 'layout': 'v1.0'},
+          'baseline': 0.5,  # the paper's one stated point (SR 0.5 of Figure 3(a))
           'points': [dict(value=0.5, top1=None, top5=0.856, stated_mb=13.0,
                           size_mib=_fig3a().paper_size(squeeze_ratio=0.5, pct_3x3=0.5))]},
+      # "Rises up to 50% and plateaus after", as two tests of the sweep's endpoints
+      # (the quick grid: 1, 25, 50, 75, 99%; the full grid has 1% and 99% too).
+      'margin': 0.005,
+      'claims': [
+          dict(claim='accuracy rises from 1% to 50% 3x3 filters', test='greater',
+               a={'pct_3x3': 0.01}, b={'pct_3x3': 0.5}),
+          dict(claim='75% 3x3 is no better than 50%', test='at_most',
+               a={'pct_3x3': 0.5}, b={'pct_3x3': 0.75}),
+          dict(claim='99% 3x3 is no better than 50%', test='at_most',
+               a={'pct_3x3': 0.5}, b={'pct_3x3': 0.99}),
+      ],
   }

@@ -50,9 +50,19 @@ def get_report(arg: str = 'quick') -> dict:
           'label': 'paper',
           'source': 'Iandola et al. 2016, Table 3: ImageNet, SqueezeNet v1.0',
           'setting': {'dataset': 'imagenet2012', 'layout': 'v1.0'},
+          'baseline': 'none',  # vanilla SqueezeNet
           'points': [  # sizes as the paper states them
               dict(value='none', top1=0.575, top5=0.803, size_mib=4.8, stated_mb=4.8),
               dict(value='simple', top1=0.604, top5=0.825, size_mib=4.8, stated_mb=4.8),
               dict(value='complex', top1=0.588, top5=0.820, size_mib=7.7, stated_mb=7.7),
           ]},
+      'margin': 0.005,
+      'claims': [
+          dict(claim='simple bypass beats none', test='greater',
+               a={'bypass': 'none'}, b={'bypass': 'simple'}),
+          dict(claim='complex bypass beats none', test='greater',
+               a={'bypass': 'none'}, b={'bypass': 'complex'}),
+          dict(claim='simple bypass is at least as good as complex', test='at_least',
+               a={'bypass': 'complex'}, b={'bypass': 'simple'}),
+      ],
   }

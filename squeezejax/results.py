@@ -20,6 +20,7 @@ from typing import Any
 
 from squeezejax import configs
 from squeezejax import files
+from squeezejax import findings
 from squeezejax import spec as spec_lib
 from squeezejax.errors import UserError
 
@@ -104,6 +105,7 @@ def write_sweep_info(workdir: str, config_arg: str, overrides: dict[str, Any],
                      report: dict[str, Any] | None) -> None:
   """One workdir, one sweep: refuses a different config or overrides. Keeps the
   experiment file's report declaration, so the report needs only the workdir."""
+  findings.check(report)  # a bad claim fails now, not after the sweep has trained
   info = {'config': config_arg, 'overrides': {k: repr(v) for k, v in overrides.items()},
           'report': report}
   old = read_sweep_info(workdir)

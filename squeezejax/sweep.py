@@ -333,7 +333,7 @@ def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1, vmap_seeds: bool
     log(f'[sweep] finished in {time.time() - start:.0f} s; results in {results_path}')
     if report and writer:
       from squeezejax import report as report_lib  # late: matplotlib
-      for path in report_lib.make_report(workdir):
+      for path in report_lib.make_report(workdir, log=log):  # log: the findings
         log(f'[sweep] wrote {path}')
     return finished
 

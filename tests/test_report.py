@@ -1,6 +1,7 @@
 """The report: figures and tables from a results.jsonl written the way sweeps write it,
 drawn as the experiment file's declaration (in sweep.json) says."""
 
+import json
 import os
 import random
 import textwrap
@@ -21,9 +22,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIG3A = os.path.join(ROOT, 'experiments', 'fig3a_squeeze_ratio.py')
 
 
-def write_results(workdir, key, values, seeds=1, base=None, failed=(), experiment=None):
-  """Records built as the sweep builds them, from specs' real costs and made-up accuracies;
-  with `experiment`, its report declaration in sweep.json as the sweep writes it."""
+def write_results(workdir, key, values, seeds=1, base=None, failed=(), experiment=None,
+                  top1=None):
+  """Records built as the sweep builds them, from specs' real costs and made-up accuracies
+  (`top1(value, seed)`, else random); with `experiment`, its report declaration in
+  sweep.json as the sweep writes it."""
   base = base or dict(squeeze_ratio=0.125, pct_3x3=0.5, bypass='none')
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, results.RESULTS)
@@ -35,7 +38,8 @@ def write_results(workdir, key, values, seeds=1, base=None, failed=(), experimen
       overrides = {f'spec.{key}': value, 'seed': seed}
       result = {'spec': spec.to_dict(), 'config': {'dataset': 'fashion_mnist'},
                 **spec.cost(28), 'steps': 300, 'final_train_loss': 0.4,
-                'top1': 0.85 + rnd.uniform(0, 0.02), 'top5': 0.99 + rnd.uniform(0, 0.009),
+                'top1': top1(value, seed) if top1 else 0.85 + rnd.uniform(0, 0.02),
+                'top5': 0.99 + rnd.uniform(0, 0.009),
                 'train_img_s': 900.0, 'wall_s': 90.0}
       name = sweep.run_name(overrides)
       results.append(path, results.ok_record(name, name, overrides, result))
@@ -109,9 +113,13 @@ def test_without_a_declaration_the_figure_is_generic(tmp_path):
 def test_report_cli(tmp_path, capsys):
   with pytest.raises(UserError, match='no results.jsonl'):
     report.main([f'--workdir={tmp_path}'])
-  write_results(tmp_path, 'squeeze_ratio', [0.125, 0.5], experiment='fig3a_squeeze_ratio')
+  write_results(tmp_path, 'squeeze_ratio', [0.125, 0.75], experiment='fig3a_squeeze_ratio')
   assert report.main([f'--workdir={tmp_path}']) == 0
-  assert 'fig3a_squeeze_ratio.png' in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert 'fig3a_squeeze_ratio.png' in out
+  # The findings are printed too; one seed gives no interval, so no verdict.
+  assert '## Findings' in out and 'none (one run a side)' in out
+  assert 'not tested: no finished runs with SR 1' in out
 
 
 def test_a_sweep_in_the_reference_setting_shares_its_axes(tmp_path):
@@ -119,12 +127,13 @@ def test_a_sweep_in_the_reference_setting_shares_its_axes(tmp_path):
                        experiment='fig3a_squeeze_ratio')
   records = results.read(path)
   for r in records:  # as an ImageNet v1.0 sweep would record them
-    r.update(dataset='imagenet2012', layout='v1.0')
+    r.update(dataset='imagenet2012', layout='v1.0', num_classes=1000)
   results.rewrite(path, records)
   (figure,) = [p for p in report.make_report(str(tmp_path)) if p.endswith('.png')]
-  height, width = matplotlib.image.imread(figure).shape[:2]
-  assert width < height  # one column: sweep and paper share the axes
-  assert 'compare shapes' not in (tmp_path / 'table.md').read_text()
+  check_png(figure)
+  assert report.metrics(records) == ('top1', 'top5')  # 1000 classes: top-5 is drawn too
+  table = (tmp_path / 'table.md').read_text()
+  assert 'compare shapes' not in table and 'Top-5 is not drawn' not in table
 
 
 FREQ_EXPERIMENT = '''
@@ -172,8 +181,139 @@ def test_a_new_sweep_needs_no_report_code(tmp_path, monkeypatch):
   assert sorted(os.path.basename(p) for p in written) == ['size_vs_accuracy.png', 'table.md']
 
 
+def _findings(workdir):
+  table = (workdir / 'table.md').read_text()
+  rows = [line.split('|') for line in table[table.index('## Findings'):].splitlines()
+          if line.startswith('| ') and 'verdict' not in line]
+  return {row[1].strip(): (row[3].strip(), row[5].strip(), row[6].strip()) for row in rows}
+
+
+def test_findings_test_the_papers_claims_on_the_results(tmp_path):
+  """Table 3 with constructed accuracies: seeds move every point together by up to 3
+  points; simple bypass adds 1 point to every seed (a paired effect that must be
+  found), complex adds nothing but noise of 1.5 points (an effect that must not be)."""
+  seed_effect = [0.0, 0.03, -0.02]
+  noise = [0.015, -0.012, 0.004]
+  gain = {'none': lambda s: 0.0, 'simple': lambda s: 0.01, 'complex': lambda s: noise[s]}
+  write_results(tmp_path, 'bypass', ['none', 'simple', 'complex'], seeds=3,
+                experiment='table3_bypass',
+                top1=lambda bypass, s: 0.85 + seed_effect[s] + gain[bypass](s))
+  report.make_report(str(tmp_path))
+  found = _findings(tmp_path)
+  assert found['simple bypass beats none'] == ('+1.00', '3 seeds, paired', '**supported**')
+  effect, n, verdict = found['complex bypass beats none']
+  assert effect == '+0.23' and verdict == '**inconclusive at 3 seeds**'
+  # simple - complex: +0.77 points but -0.5 to +2.2 by seed: undecided at 3 seeds
+  assert found['simple bypass is at least as good as complex'][2].startswith('**inconc')
+  table = (tmp_path / 'table.md').read_text()
+  assert 'Student t interval' in table and 'top-5 is not drawn' in table.lower()
+  # With seeds that do not match, the same numbers are compared unpaired (Welch):
+  # the seed-to-seed spread now hides the 1-point gain.
+  records = results.read(str(tmp_path / results.RESULTS))
+  for r in records:
+    if r['bypass'] == 'simple':
+      r['seed'] += 10
+  results.rewrite(str(tmp_path / results.RESULTS), records)
+  report.make_report(str(tmp_path))
+  effect, n, verdict = _findings(tmp_path)['simple bypass beats none']
+  assert (effect, n) == ('+1.00', '3 + 3 runs, unpaired') and verdict.startswith('**inconc')
+
+
+def write_design_space(workdir, gain):
+  """design_space_bypass.py:quick's 2 x 40 sampled models as the sweep would record
+  them (real costs), with made-up accuracies: a model's own level plus `gain(model)`."""
+  experiment = os.path.join(ROOT, 'experiments', 'design_space_bypass.py')
+  module = configs.load_module(experiment)
+  base = configs.spec_fields(module.get_config('quick'))
+  rnd = random.Random(1)
+  path = os.path.join(workdir, results.RESULTS)
+  for k, overrides in enumerate(module.get_sweep('quick')):
+    fields = {**base, **{key.split('.')[-1]: v for key, v in overrides.items()},
+              'num_classes': 10, 'in_channels': 1}
+    spec = spec_lib.SqueezeNetSpec(**fields)
+    level = 0.80 + 0.08 * spec.squeeze_ratio + rnd.gauss(0, 0.002)
+    top1 = level + (gain(k // 2) if spec.bypass == 'simple' else 0.0)
+    result = {'spec': spec.to_dict(), 'config': {'dataset': 'fashion_mnist'}, **spec.cost(28),
+              'steps': 300, 'top1': top1, 'top5': 0.99, 'wall_s': 20.0}
+    name = sweep.run_name({**overrides, 'seed': 0})
+    results.append(path, results.ok_record(name, name, {**overrides, 'seed': 0}, result))
+  files.write_json(os.path.join(workdir, results.SWEEP_JSON),
+                   {'report': sweep.load_report(f'{experiment}:quick')})
+
+
+def test_a_sampled_design_space_is_compared_by_its_error_distributions(tmp_path):
+  write_design_space(tmp_path, gain=lambda model: 0.01 + random.Random(model).gauss(0, 0.003))
+  written = report.make_report(str(tmp_path))
+  assert sorted(os.path.basename(p) for p in written) == ['design_space_bypass.png', 'table.md']
+  check_png(written[-1])
+  effect, n, verdict = _findings(tmp_path)['simple bypass beats none (over the sampled design '
+                                           'space)']
+  assert n == '40 models, paired' and verdict == '**supported**'
+  assert 0.8 < float(effect) < 1.2
+  (tmp_path / 'same').mkdir()
+  write_design_space(tmp_path / 'same', gain=lambda model: random.Random(model).gauss(0, 0.003))
+  report.make_report(str(tmp_path / 'same'))
+  effect, n, verdict = _findings(tmp_path / 'same')['simple bypass beats none (over the '
+                                                    'sampled design space)']
+  assert abs(float(effect)) < 0.2 and verdict == '**not supported**'
+
+
+def test_a_rerun_of_a_finished_sweep_redraws_identical_figures_and_findings(tmp_path,
+                                                                           monkeypatch):
+  """A finished sweep run again trains nothing and rewrites byte-identical files."""
+  trained = []
+
+  def fake_train(config, workdir):
+    trained.append(workdir)
+    spec = configs.spec_from_config(config, num_classes=10, in_channels=1)
+    seed_effect = (0.0, 0.02, -0.01)[config.seed]
+    return {'config': config.to_dict(), 'spec': spec.to_dict(), **spec.cost(16), 'steps': 8,
+            'top1': 0.8 + seed_effect + (spec.bypass == 'simple') * 0.01, 'top5': 0.99,
+            'wall_s': 1.0}
+
+  monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
+  experiment = os.path.join(ROOT, 'experiments', 'table3_bypass.py')
+  workdir = str(tmp_path / 'sweep')
+  sweep.run_sweep(f'{experiment}:test', workdir, seeds=3, cache_dir=None, log=lambda _: None)
+  assert len(trained) == 6
+  names = sorted(os.listdir(workdir))
+  first = {n: open(os.path.join(workdir, n), 'rb').read() for n in names
+           if n.endswith(('.png', '.md'))}
+  assert set(first) == {'table.md', 'table3_bypass.png'}
+  assert b'| simple bypass beats none | bypass simple vs bypass none | +1.00 |' in first[
+      'table.md']
+  sweep.run_sweep(f'{experiment}:test', workdir, seeds=3, cache_dir=None, log=lambda _: None)
+  assert len(trained) == 6  # nothing trained again
+  assert {n: open(os.path.join(workdir, n), 'rb').read() for n in first} == first
+
+
 def test_confusion_figure(tmp_path):
   result = {'confusion_matrix': [[5, 1, 0], [2, 3, 1], [0, 0, 6]], 'accuracy': 14 / 18,
             'class_names': ['cat', 'dog', 'bird']}
   path = report.confusion_figure(result, str(tmp_path / 'confusion.png'))
   assert matplotlib.image.imread(path).shape[0] > 100
+
+
+def test_a_bad_claim_is_one_clear_error(tmp_path):
+  write_results(tmp_path, 'bypass', ['none', 'simple'], experiment='table3_bypass')
+  info = results.read_sweep_info(str(tmp_path))
+  info['report']['claims'][0]['test'] = 'bigger'
+  files.write_json(str(tmp_path / results.SWEEP_JSON), info)
+  with pytest.raises(UserError, match="test='bigger' is not allowed: expected one of greater"):
+    report.make_report(str(tmp_path))
+  assert not (tmp_path / 'table.md').exists()  # nothing half-written
+  with pytest.raises(UserError, match="test='bigger'"):  # a sweep refuses it before training
+    results.write_sweep_info(str(tmp_path / 'new'), 'x.py:quick', {}, info['report'])
+
+
+def test_the_design_space_experiment_loads_every_preset():
+  experiment = os.path.join(ROOT, 'experiments', 'design_space_bypass.py')
+  for preset, models, steps in (('quick', 40, 300), ('cpu', 100, 1000), ('test', 3, 8)):
+    config = configs.load(f'{experiment}:{preset}')
+    points = sweep.expand(sweep.load_grid(f'{experiment}:{preset}'), 1, config.seed)
+    assert len(points) == 2 * models and config.total_steps == steps
+    for point in points:
+      sweep.point_config(config, point)  # every key exists
+    declared = sweep.load_report(f'{experiment}:{preset}')
+    assert json.loads(json.dumps(declared)) == declared  # it goes into sweep.json
+  assert sweep.load_grid(f'{experiment}:quick') == sweep.load_grid(f'{experiment}:quick')
