@@ -34,6 +34,13 @@ MODEL_JSON = 'model.json'
 CHECKPOINTS = 'checkpoints'
 VERSION = ocp.__version__
 
+# Replicated arrays are written whole by their first replica. Orbax's default
+# (replica-parallel: each replica writes a slice) slices every array on the device,
+# a jitted slice per parameter shape: tens of compilations per new network, on the
+# save that ends a short sweep point (docs/performance.md).
+ocp.type_handlers.register_type_handler(
+    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
 
 def _manager(directory: str, *, keep: int = 1, read_only: bool = False):
   if read_only:

@@ -148,6 +148,14 @@ def compiler_options(cpu_convolutions: str = 'eigen') -> dict[str, str]:
           'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
 
 
+def run_once_compiler_options() -> dict[str, int]:
+  """XLA options for programs that run once, such as the state's initialisation: on
+  CPU, LLVM at -O0. The init's random draws (a threefry per parameter, hundreds of
+  fusions) took longer to compile at -O2 than a short run's training step; it runs
+  for milliseconds either way (docs/performance.md)."""
+  return {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else {}
+
+
 def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

@@ -179,7 +179,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     say(f'resumed from step {start_step} in {workdir}')
   else:
     start_step, window = 0, LogWindow(config.num_seeds)
-    state = jax.jit(init_state, out_shardings=shardings)()
+    state = jax.jit(init_state, out_shardings=shardings,
+                    compiler_options=parallel.run_once_compiler_options())()
     if config.init_from:
       state = _init_from(config.init_from, state, tx, shardings, mesh)
   checkpoint_lib.write_model_json(workdir, spec, {

@@ -72,6 +72,20 @@ def test_fashion_mnist_local_builder_reads_the_debian_files(fashion_mnist):
   assert str(builder.info.file_format) == 'FileFormat.TFRECORD'
 
 
+def test_fashion_mnist_is_read_once_per_process_and_held_read_only(fashion_mnist, monkeypatch):
+  data_dir, train, _ = fashion_mnist
+
+  def read_again(*args, **kwargs):
+    raise AssertionError('a held split was read from TFDS again')
+
+  monkeypatch.setattr('squeezejax.data.arrays.load_fashion_mnist', read_again)
+  again = data.load_arrays('fashion_mnist', 'train', data_dir=data_dir)
+  assert again is train  # a sweep's points share one copy
+  assert not train.images.flags.writeable and not train.labels.flags.writeable
+  with pytest.raises(AssertionError, match='read from TFDS again'):  # another key: read
+    data.load_arrays('fashion_mnist', 'train', data_dir=data_dir, image_size=32)
+
+
 def test_fashion_mnist_missing_files_say_how_to_install(tmp_path, monkeypatch):
   monkeypatch.setenv(fml.SOURCE_DIR_ENV, str(tmp_path / 'nowhere'))
   _one_line_error(lambda: data.load_arrays('fashion_mnist', 'train', data_dir=str(tmp_path)),

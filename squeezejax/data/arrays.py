@@ -33,10 +33,20 @@ def load_arrays(name: str, split: str, *, data_dir: str | None = None,
     ds = synthetic(core.check_split(name, split))
   elif base == 'folder':
     return load_folder(arg, split, image_size=size)
-  elif base == 'fashion_mnist':
-    ds = load_fashion_mnist(core.check_split(name, split), data_dir=data_dir)
+  else:  # TFDS datasets: read once per process (core.held)
+    core.check_split(name, split)
+    return core.held((name, split, data_dir, size),
+                     lambda: _load_tfds_arrays(base, split, data_dir, size))
+  if ds.images.shape[1:3] != (size, size):
+    ds = _replace(ds, images=resize_uint8(ds.images, size))
+  return ds
+
+
+def _load_tfds_arrays(base: str, split: str, data_dir: str | None, size: int) -> ArrayDataset:
+  if base == 'fashion_mnist':
+    ds = load_fashion_mnist(split, data_dir=data_dir)
   else:
-    ds = load_tfds(base, core.check_split(name, split), data_dir=data_dir)
+    ds = load_tfds(base, split, data_dir=data_dir)
   if ds.images.shape[1:3] != (size, size):
     ds = _replace(ds, images=resize_uint8(ds.images, size))
   return ds

@@ -171,6 +171,23 @@ def mix_seed(*parts: int) -> int:
              .generate_state(1)[0] & 0x7FFFFFFF)
 
 
+_HELD: dict[tuple, ArrayDataset] = {}
+MAX_HELD = 4  # splits held per process (Fashion-MNIST's two are 63 MB)
+
+
+def held(key: tuple, load) -> ArrayDataset:
+  """`load()`'s split, loaded once per process and held (read-only uint8): a sweep's
+  points in one process share it instead of each reading TFDS again."""
+  if key not in _HELD:
+    ds = load()
+    ds.images.setflags(write=False)
+    ds.labels.setflags(write=False)
+    if len(_HELD) >= MAX_HELD:
+      _HELD.pop(next(iter(_HELD)))
+    _HELD[key] = ds
+  return _HELD[key]
+
+
 _tf_module = None
 
 
