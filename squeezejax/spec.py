@@ -208,6 +208,16 @@ class SqueezeNetSpec:
       c = e
     return tuple(fires)
 
+  def feature_strides(self) -> dict[str, int]:
+    """The stride of each named feature map (see `model.features`): conv1 after its pool."""
+    stride = self.conv1.stride * 2
+    strides = {'conv1': stride}
+    for i, fire in enumerate(self.fires()):
+      strides[fire.name] = stride
+      stride *= 2 if i in self.pool_after else 1
+    strides['conv10'] = strides[self.fires()[-1].name]
+    return strides
+
   def min_image_size(self) -> int:
     """The smallest square input every layer of this layout accepts."""
     size = 1

@@ -12,8 +12,13 @@ pools) followed by three fully connected layers:
   small        an adaptation for 28-32 px inputs (Fashion-MNIST, CIFAR), not from a
                paper: torchvision's filter counts with a 5x5 stride-1 conv1 and a
                5x5 conv2 (both padded), a pool after conv1, conv2 and conv5
-               (28 -> 14 -> 7 -> 3), Caffe's LRN after conv1 and conv2, and
+               (28 -> 14 -> 7 -> 3), Caffe's LRN after conv1 and conv2, an
+               adaptive 3x3 average pool (as torchvision's 6x6) and
                `fc_width`-wide fc6 and fc7.
+
+fc6 reads a fixed-size map: torchvision's and the small layout's adaptive pool
+make any large enough input fit; Caffe's layout takes the inputs whose pool5 is
+6x6 (227 px and its neighbours).
 
 LRN is Caffe's: x / (k + alpha / n * sum over n neighbouring channels of x^2)^beta
 with n = local_size = 5, alpha = 1e-4, beta = 0.75, k = 1.
@@ -65,8 +70,8 @@ _CONVS = {
               (256, 3, 1, 1, 1, False, True)),
 }
 DEFAULT_IMAGE_SIZE = {'caffe': 227, 'torchvision': 224, 'small': 32}
-# torchvision pools its conv5 output to 6x6 whatever the input size.
-ADAPTIVE_POOL = {'torchvision': 6}
+# The side of the adaptive average pool before fc6 (none in Caffe's layout).
+ADAPTIVE_POOL = {'torchvision': 6, 'small': 3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +122,14 @@ class AlexNetSpec:
     """The side of the adaptive average pool before fc6 (torchvision), else None."""
     return ADAPTIVE_POOL.get(self.layout)
 
+  def feature_strides(self) -> dict[str, int]:
+    """The stride of each conv's output map (after its pool; see `model.features`)."""
+    strides, stride = {}, 1
+    for conv in self.convs():
+      stride *= conv.stride * (2 if conv.pool else 1)
+      strides[conv.name] = stride
+    return strides
+
   def _spatial_sizes(self, image_size: int) -> list[int] | None:
     """Each conv's output side (before its pool) and the side fc6 reads; None if too small."""
     sizes, h = [], image_size
@@ -137,16 +150,25 @@ class AlexNetSpec:
       size += 1
     return size
 
+  def _fc_side(self) -> int:
+    return self._spatial_sizes(self.default_image_size)[-1]
+
   def check_image_size(self, image_size: int) -> None:
     if (isinstance(image_size, bool) or not isinstance(image_size, int)
         or self._spatial_sizes(image_size) is None):
       raise UserError(
           f'image_size={image_size!r} is too small for AlexNet layout {self.layout!r}: '
           f'expected an integer >= {self.min_image_size()}')
+    if self._spatial_sizes(image_size)[-1] != self._fc_side():
+      fits = [s for s in range(image_size - 8, image_size + 9)
+              if s > 0 and (self._spatial_sizes(s) or [0])[-1] == self._fc_side()]
+      raise UserError(
+          f'image_size={image_size!r} is not allowed for AlexNet layout {self.layout!r}: fc6 '
+          f'reads a {self._fc_side()}x{self._fc_side()} map; expected e.g. '
+          f'{self.default_image_size}{" or " + ", ".join(map(str, fits)) if fits else ""}')
 
-  def fc_in_features(self, image_size: int | None = None) -> int:
-    h = self._spatial_sizes(image_size or self.default_image_size)[-1]
-    return h * h * self.convs()[-1].filters
+  def fc_in_features(self) -> int:
+    return self._fc_side() ** 2 * self.convs()[-1].filters
 
   # -- cost -----------------------------------------------------------------------------
 
@@ -170,7 +192,7 @@ class AlexNetSpec:
       s = self.pooled_size
       rows.append(LayerCost('avgpool', 'avgpool', (s, s, self.convs()[-1].filters),
                             kernel=f'adaptive {s}x{s}'))
-    fan_in = self.fc_in_features(image_size)
+    fan_in = self.fc_in_features()
     for name, out in (('fc6', self.fc_width), ('fc7', self.fc_width), ('fc8', self.num_classes)):
       rows.append(LayerCost(name, 'fc', (1, 1, out), fan_in * out + out, fan_in * out))
       fan_in = out
