@@ -74,7 +74,7 @@ def preset_fields(model: str) -> dict[str, Any]:
 def check_fields(family: Family, fields, where: str = '') -> None:
   unknown = sorted(set(fields) - set(family.fields()))
   if unknown:
-    raise UserError(f'{where}{unknown[0]!r} is not a field of the {family.name} family: '
+    raise UserError(f'{where}{unknown[0]} is not a field of the {family.name} family: '
                     f'expected one of {", ".join(family.fields())}')
 
 
