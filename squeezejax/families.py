@@ -117,3 +117,7 @@ def listing() -> list[dict[str, Any]]:
                  'size_mib': cost['size_mib'], 'macs': cost['macs'],
                  'image_size': cost['image_size']})
   return rows
+
+
+# Every family's fields: the columns of sweep records and reports.
+METAPARAMETERS = tuple(field_types())

@@ -36,6 +36,7 @@ import numpy as np
 from squeezejax import cli
 from squeezejax import files
 from squeezejax import results
+from squeezejax import families
 from squeezejax import spec as spec_lib
 from squeezejax.errors import UserError
 
@@ -48,11 +49,11 @@ GENERIC_FIGURE = 'size_vs_accuracy.png'
 
 def varying(records: list[dict[str, Any]]) -> list[str]:
   """The metaparameters (and other override keys) that differ between runs, seeds aside."""
-  keys = [k for k in spec_lib.METAPARAMETERS
+  keys = [k for k in families.METAPARAMETERS
           if len({json.dumps(r.get(k)) for r in records}) > 1]
   others = {k for r in records for k in r.get('overrides', {}) if k != 'seed'}
   for key in sorted(others):
-    if key.rsplit('.', 1)[-1] in spec_lib.METAPARAMETERS:
+    if key.rsplit('.', 1)[-1] in families.METAPARAMETERS:
       continue  # a spec field: its column above says whether it varies
     if len({json.dumps(r.get('overrides', {}).get(key)) for r in records}) > 1:
       keys.append(key)
@@ -104,7 +105,7 @@ def _context(records: list[dict[str, Any]]) -> str:
   """'fashion_mnist, layout small, base_e 32, ..., 300 steps' (what the runs share)."""
   r = records[0]
   parts = [str(r.get('dataset'))]
-  for key in spec_lib.METAPARAMETERS:
+  for key in families.METAPARAMETERS:
     if r.get(key) is not None and len({json.dumps(x.get(key)) for x in records}) == 1:
       parts.append(f'{key} {_format(r[key])}')
   steps = {x.get('steps') for x in records}
