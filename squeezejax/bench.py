@@ -297,7 +297,8 @@ def _result(case: Case, dtype: str, mesh, peak_gflops: float, windows: int, step
   train_gflops = train_img_s * 6 * macs / 1e9
   result = {
       'model': case.model, 'image_size': size, 'batch_size': batch, 'dtype': dtype,
-      'layout': spec.layout, 'spec': spec.to_dict(), 'params': spec.cost(size)['params'],
+      'layout': getattr(spec, 'layout', spec.family), 'spec': spec.to_dict(),
+      'params': spec.cost(size)['params'],
       'cpu_convolutions': conv if jax.default_backend() == 'cpu' else None,
       'batch_splits': jax_case.splits,
       'macs_per_image': macs, 'devices': mesh.size,

@@ -2,8 +2,9 @@
 
 A model directory (a training workdir, or what `squeezejax convert` writes) holds
 
-    model.json            the SqueezeNetSpec and `meta` (preprocessing, class names)
-    checkpoints/<step>/   Orbax items: params, opt_state (training only), meta (json)
+    model.json            the spec (any family) and `meta` (preprocessing, class names)
+    checkpoints/<step>/   Orbax items: params, batch_stats (BatchNorm networks only),
+                          opt_state (training only), meta (json)
 
 or, compressed (`squeezejax compress`, or `convert` of a Deep Compression file),
 model.json and model.net, which `load_model` decodes (squeezejax.compression).
@@ -25,9 +26,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from squeezejax import files
+from squeezejax import families, files
 from squeezejax import model as model_lib
-from squeezejax import spec as spec_lib
 from squeezejax.errors import UserError
 
 MODEL_JSON = 'model.json'
@@ -38,8 +38,11 @@ VERSION = ocp.__version__
 # (replica-parallel: each replica writes a slice) slices every array on the device,
 # a jitted slice per parameter shape: tens of compilations per new network, on the
 # save that ends a short sweep point (docs/performance.md).
+_absl_level = logging.getLogger('absl').level
+logging.getLogger('absl').setLevel(logging.ERROR)  # the override is meant: no warning
 ocp.type_handlers.register_type_handler(
     jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+logging.getLogger('absl').setLevel(_absl_level)
 
 
 def _manager(directory: str, *, keep: int = 1, read_only: bool = False):
@@ -58,20 +61,21 @@ def _manager(directory: str, *, keep: int = 1, read_only: bool = False):
     absl_logger.setLevel(level)
 
 
-def _restore(manager, step: int, abstract_params, abstract_opt_state=None):
-  items = dict(params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore())
-  if abstract_opt_state is not None:
-    items['opt_state'] = ocp.args.StandardRestore(abstract_opt_state)
-  out = manager.restore(step, args=ocp.args.Composite(**items))
-  return out.params, out.get('opt_state'), out.meta
+def _restore(manager, step: int, abstract: dict[str, Any]):
+  """({item: tree} for each item of `abstract`, meta); an item without arrays (the
+  batch_stats of a network without BatchNorm) is not stored and comes back empty."""
+  stored = {k: v for k, v in abstract.items() if jax.tree.leaves(v)}
+  items = {k: ocp.args.StandardRestore(v) for k, v in stored.items()}
+  out = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), **items))
+  return {k: out[k] if k in stored else v for k, v in abstract.items()}, out.meta
 
 
-def _newest_readable(manager, abstract_params, abstract_opt_state=None):
-  """((step, params, opt_state, meta) or None, [unreadable newer steps])."""
+def _newest_readable(manager, abstract: dict[str, Any]):
+  """((step, items, meta) or None, [unreadable newer steps])."""
   damaged = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      return (step, *_restore(manager, step, abstract_params, abstract_opt_state)), damaged
+      return (step, *_restore(manager, step, abstract)), damaged
     except Exception as e:  # pylint: disable=broad-except  # any damage; the older one may do
       first = str(e).splitlines()[0][:200] if str(e) else ''
       logging.warning('checkpoint %d in %s is unreadable (%s: %s); trying the previous one',
@@ -81,25 +85,28 @@ def _newest_readable(manager, abstract_params, abstract_opt_state=None):
 
 
 class Checkpointer:
-  """The trainer's asynchronous, bounded checkpoints of (params, opt_state, meta)."""
+  """The trainer's asynchronous, bounded checkpoints of named pytrees (params,
+  batch_stats, opt_state) and a json `meta`."""
 
   def __init__(self, directory: str, *, keep: int = 3):
     self.manager = _manager(directory, keep=keep)
 
-  def save(self, step: int, params, opt_state, meta: dict[str, Any]) -> None:
-    """Starts an asynchronous save; returns once the arrays are copied off device."""
-    items = dict(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta))
-    if opt_state is not None:
-      items['opt_state'] = ocp.args.StandardSave(opt_state)
-    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+  def save(self, step: int, items: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Starts an asynchronous save; returns once the arrays are copied off device.
+    Items without arrays (None, or {}: no BatchNorm) are not stored."""
+    args = {k: ocp.args.StandardSave(v) for k, v in items.items()
+            if v is not None and jax.tree.leaves(v)}
+    self.manager.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **args),
+                      force=True)
 
-  def restore_latest(self, abstract_params, abstract_opt_state=None):
-    """(step, params, opt_state, meta) of the newest readable checkpoint, or None.
+  def restore_latest(self, abstract: dict[str, Any]):
+    """(step, {item: tree}, meta) of the newest readable checkpoint, or None.
+    `abstract` names the items and their targets (ShapeDtypeStructs with shardings).
 
     A damaged newer checkpoint (a kill mid-write on a filesystem without atomic
     renames) is deleted, so that the resumed run can write its step again.
     """
-    restored, damaged = _newest_readable(self.manager, abstract_params, abstract_opt_state)
+    restored, damaged = _newest_readable(self.manager, abstract)
     for step in damaged:
       self.manager.delete(step)
     return restored
@@ -115,7 +122,7 @@ class Checkpointer:
 # -- model directories --------------------------------------------------------------
 
 
-def write_model_json(directory: str, spec: spec_lib.SqueezeNetSpec, meta: dict[str, Any]) -> None:
+def write_model_json(directory: str, spec, meta: dict[str, Any]) -> None:
   """Atomically writes model.json (process 0 only)."""
   if jax.process_index() != 0:
     return
@@ -123,7 +130,7 @@ def write_model_json(directory: str, spec: spec_lib.SqueezeNetSpec, meta: dict[s
   files.write_json(os.path.join(directory, MODEL_JSON), {'spec': spec.to_dict(), 'meta': meta})
 
 
-def read_model_json(directory: str) -> tuple[spec_lib.SqueezeNetSpec, dict[str, Any]]:
+def read_model_json(directory: str) -> tuple[Any, dict[str, Any]]:
   path = os.path.join(directory, MODEL_JSON)
   if not os.path.isfile(path):
     raise UserError(f'{directory!r} is not a model directory: no {MODEL_JSON} '
@@ -131,18 +138,20 @@ def read_model_json(directory: str) -> tuple[spec_lib.SqueezeNetSpec, dict[str, 
   try:
     with open(path) as f:
       data = json.load(f)
-    return spec_lib.SqueezeNetSpec(**data['spec']), data.get('meta', {})
+    return families.spec_from_dict(data['spec']), data.get('meta', {})
   except (ValueError, KeyError, TypeError) as e:
     raise UserError(f'{path!r} is not a readable model.json ({type(e).__name__}: {e})') from None
 
 
-def save_model(directory: str, spec: spec_lib.SqueezeNetSpec, params, meta: dict[str, Any]) -> None:
-  """Writes a model directory holding parameters only (e.g. converted weights)."""
+def save_model(directory: str, spec, weights, meta: dict[str, Any]) -> None:
+  """Writes a model directory holding weights only (e.g. converted ones); `weights`
+  is `model.weights` (parameters and any BatchNorm statistics)."""
   if os.path.exists(os.path.join(directory, CHECKPOINTS)):
     raise UserError(f'{directory!r} already holds checkpoints: choose a new directory')
+  params, batch_stats = model_lib.split_weights(weights, spec)
   write_model_json(directory, spec, meta)
   ckpt = Checkpointer(os.path.join(directory, CHECKPOINTS), keep=1)
-  ckpt.save(0, params, None, {'step': 0})
+  ckpt.save(0, {'params': params, 'batch_stats': batch_stats}, {'step': 0})
   ckpt.close()
 
 
@@ -155,30 +164,33 @@ def saved_steps(directory: str) -> list[int]:
     manager.close()
 
 
-def load_model(directory: str, abstract_params=None):
-  """(spec, params, meta) from a model directory's newest readable checkpoint; read-only.
+def load_model(directory: str, sharding=None):
+  """(spec, weights, meta) from a model directory's newest readable checkpoint; read-only.
 
-  `abstract_params` (ShapeDtypeStructs, optionally with shardings) is the restore
-  target; by default it comes from the spec, on the default device.
+  `weights` is one pure dict of the parameters and any BatchNorm statistics
+  (`model.from_params` takes it), restored with `sharding` (by default this
+  process's first device, not the sharding it was saved with).
   """
   spec, meta = read_model_json(directory)
-  if abstract_params is None:  # not the sharding it was saved with: this process's device
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                                   model_lib.abstract_params(spec))
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = lambda tree: jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+  abstract = {'params': target(model_lib.abstract_params(spec)),
+              'batch_stats': target(model_lib.abstract_batch_stats(spec))}
   if meta.get('compression'):  # a Deep Compression file (squeezejax compress / convert)
     from squeezejax.compression import weights  # pylint: disable=g-import-not-at-top
     params = weights.load(directory, spec, meta)
     return spec, jax.tree.map(lambda x, a: jax.device_put(x, a.sharding), params,
-                              abstract_params), meta
+                              abstract['params']), meta
   ckpt_dir = os.path.join(directory, CHECKPOINTS)
   if not os.path.isdir(ckpt_dir):
     raise UserError(f'{directory!r} has no {CHECKPOINTS}/ folder')
   manager = _manager(ckpt_dir, read_only=True)
   try:
-    restored, _ = _newest_readable(manager, abstract_params)
+    restored, _ = _newest_readable(manager, abstract)
   finally:
     manager.close()
   if restored is None:
     raise UserError(f'{directory!r} has no readable checkpoint')
-  return spec, restored[1], meta
+  items = restored[1]
+  return spec, model_lib.merge_weights(items['params'], items['batch_stats']), meta

@@ -15,18 +15,16 @@ Two rules keep a config honest:
 from __future__ import annotations
 
 import ast
-import dataclasses
 import importlib.util
 import math
 import os
 import sys
-import typing
 from typing import Any
 
 import ml_collections
 from ml_collections import config_dict
 
-from squeezejax import spec as spec_lib
+from squeezejax import families
 from squeezejax.data import core as data_core
 from squeezejax.errors import UserError
 
@@ -42,17 +40,17 @@ FROM_DATASET = ('num_classes', 'in_channels')
 
 
 def spec_keys() -> tuple[str, ...]:
-  """The metaparameters a config may set: the spec dataclass's fields."""
-  return tuple(f.name for f in dataclasses.fields(spec_lib.SqueezeNetSpec)
-               if f.name not in FROM_DATASET)
+  """The metaparameters a config may set: every family's spec fields (a set field
+  must belong to the family of config.model)."""
+  return tuple(k for k in families.field_types() if k not in FROM_DATASET)
 
 
 def base_config() -> ml_collections.ConfigDict:
   """Every field the trainer reads, with defaults; experiment files start here."""
   c = ml_collections.ConfigDict()
-  # Model: a preset of squeezejax.spec.PRESETS; `spec.*` fields override it when set.
+  # Model: a preset of squeezejax.families.PRESETS; `spec.*` fields override it when set.
   c.model = 'squeezenet_small'
-  hints = typing.get_type_hints(spec_lib.SqueezeNetSpec)
+  hints = families.field_types()
   c.spec = ml_collections.ConfigDict(
       {k: config_dict.placeholder(hints[k]) for k in spec_keys()})
   c.dtype = 'float32'  # compute dtype; 'bfloat16' on accelerators
@@ -318,7 +316,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     bad('process_id', f'0..{config.num_processes - 1} (num_processes={config.num_processes})')
   data_core.parse_name(config.dataset)
   if not config.init_from:  # the network, as far as it is known before the data is read
-    spec_lib.SqueezeNetSpec(**spec_fields(config))
+    spec_from_config(config)
 
 
 def total_steps(config, num_train_examples: int) -> int:
@@ -331,20 +329,30 @@ def total_steps(config, num_train_examples: int) -> int:
 # -- config -> spec -------------------------------------------------------------------
 
 
-def spec_fields(config, base: spec_lib.SqueezeNetSpec | None = None) -> dict[str, Any]:
+def family(config, base=None) -> families.Family:
+  """The family of the network a config trains: `base`'s, else config.model's."""
+  return families.FAMILIES[base.family] if base is not None else families.family_of(config.model)
+
+
+def spec_fields(config, base=None) -> dict[str, Any]:
   """The network's fields, unvalidated: `base` (else the config.model preset), with
-  every set `config.spec.*` field on top."""
-  fields = base.to_dict() if base is not None else spec_lib.preset_fields(config.model)
-  fields.update({k: v for k, v in config.spec.items() if v is not None})
+  every set `config.spec.*` field on top (each must be a field of that family)."""
+  if base is not None:
+    fields = {k: v for k, v in base.to_dict().items() if k != 'family'}
+  else:
+    fields = families.preset_fields(config.model)
+  given = {k: v for k, v in config.spec.items() if v is not None}
+  families.check_fields(family(config, base), given, 'config.spec.')
+  fields.update(given)
   return fields
 
 
 def spec_from_config(config, *, num_classes: int | None = None, in_channels: int | None = None,
-                     base: spec_lib.SqueezeNetSpec | None = None) -> spec_lib.SqueezeNetSpec:
+                     base=None):
   """The one place a config becomes a network: `spec_fields` plus the dataset's class
   and channel counts (None: the preset's). `base` is the spec of a model being fine-tuned."""
   fields = spec_fields(config, base)
   for key, value in zip(FROM_DATASET, (num_classes, in_channels)):
     if value is not None:
       fields[key] = value
-  return spec_lib.SqueezeNetSpec(**fields)
+  return family(config, base).spec(**fields)

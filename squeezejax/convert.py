@@ -329,7 +329,7 @@ def read_class_names(path: str) -> list[str]:
 def main(argv: list[str]) -> int:
   parser = cli.ArgumentParser(
       prog='squeezejax convert',
-      description='torchvision SqueezeNet weights -> a squeezejax model directory '
+      description='torchvision SqueezeNet or AlexNet weights -> a squeezejax model directory '
                   '(usable by train --config.init_from, eval, predict, export, finetune).')
   parser.add_argument('--from', dest='source', required=True,
                       help=f'torchvision state_dict: {", ".join(FILE_KINDS)}; or the authors\' '
@@ -352,11 +352,24 @@ def main(argv: list[str]) -> int:
   if args.source.lower().endswith(DEEP_COMPRESSION_KIND):
     return convert_deep_compression(args)
   state_dict = load_state_dict(args.source)
-  spec, params = from_torchvision(state_dict, args.version)
-  version = spec_version(spec)
-  print(f'read {args.source}: torchvision squeezenet{version}, {spec.num_classes} classes, '
+  from squeezejax import convert_alexnet  # pylint: disable=g-import-not-at-top
+  if convert_alexnet.is_alexnet(state_dict):
+    if args.version is not None:
+      raise UserError(f'--version={args.version!r}: {args.source!r} is a torchvision AlexNet, '
+                      'which has no versions; expected no --version')
+    spec, params = convert_alexnet.from_torchvision(state_dict)
+    version = ''
+    name = 'alexnet'
+  else:
+    spec, params = from_torchvision(state_dict, args.version)
+    version = spec_version(spec)
+    name = f'squeezenet{version}'
+  print(f'read {args.source}: torchvision {name}, {spec.num_classes} classes, '
         f'{sum(v.size for v in state_dict.values()):,} parameters')
   head = 'imported'
+  if args.num_classes is not None and args.num_classes != spec.num_classes and version == '':
+    raise UserError(f'--num_classes={args.num_classes}: a new head is for SqueezeNet only; '
+                    'fine-tune an AlexNet with train --config.init_from instead')
   if args.num_classes is not None and args.num_classes != spec.num_classes:
     if args.num_classes < 1:
       raise UserError(f'--num_classes={args.num_classes}: expected an integer >= 1')
@@ -368,7 +381,7 @@ def main(argv: list[str]) -> int:
     raise UserError(f'--class_names={args.class_names!r} has {len(class_names)} names '
                     f'but the model has {spec.num_classes} classes')
   meta = {
-      'source': f'torchvision squeezenet{version}: {os.path.abspath(args.source)}',
+      'source': f'torchvision {name}: {os.path.abspath(args.source)}',
       'head': head,
       'preprocessing': dict(PREPROCESSING),
       'class_names': class_names,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from squeezejax import families
 from squeezejax import spec as spec_lib
 from squeezejax import stats
 from squeezejax.errors import UserError
@@ -34,11 +35,11 @@ def value(record: dict[str, Any], key: str):
 
 def varying(records: list[dict[str, Any]]) -> list[str]:
   """The metaparameters (and other override keys) that differ between runs, seeds aside."""
-  keys = [k for k in spec_lib.METAPARAMETERS
+  keys = [k for k in families.METAPARAMETERS
           if len({json.dumps(r.get(k)) for r in records}) > 1]
   others = {k for r in records for k in r.get('overrides', {}) if k != 'seed'}
   for key in sorted(others):
-    if key.rsplit('.', 1)[-1] in spec_lib.METAPARAMETERS:
+    if key.rsplit('.', 1)[-1] in families.METAPARAMETERS:
       continue  # a spec field: its column above says whether it varies
     if len({json.dumps(r.get('overrides', {}).get(key)) for r in records}) > 1:
       keys.append(key)

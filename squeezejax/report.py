@@ -39,6 +39,7 @@ from squeezejax import cli
 from squeezejax import files
 from squeezejax import findings
 from squeezejax import results
+from squeezejax import families
 from squeezejax import spec as spec_lib
 from squeezejax import stats
 from squeezejax.errors import UserError
@@ -107,7 +108,7 @@ def _context(records: list[dict[str, Any]]) -> str:
   """'fashion_mnist, layout small, base_e 32, ..., 300 steps' (what the runs share)."""
   r = records[0]
   parts = [str(r.get('dataset'))]
-  for key in spec_lib.METAPARAMETERS:
+  for key in families.METAPARAMETERS:
     if r.get(key) is not None and len({json.dumps(x.get(key)) for x in records}) == 1:
       parts.append(f'{key} {_format(r[key])}')
   steps = {x.get('steps') for x in records}

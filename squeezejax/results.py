@@ -20,8 +20,8 @@ from typing import Any
 
 from squeezejax import configs
 from squeezejax import files
+from squeezejax import families
 from squeezejax import findings
-from squeezejax import spec as spec_lib
 from squeezejax.errors import UserError
 
 RESULTS = 'results.jsonl'
@@ -76,7 +76,7 @@ def ok_record(name: str, run_dir: str, overrides: dict[str, Any],
             'seed': result.get('seed', overrides.get('seed')), 'overrides': overrides,
             'dataset': result.get('config', {}).get('dataset'),
             'image_size': result.get('image_size')}
-  record.update({k: spec.get(k) for k in spec_lib.METAPARAMETERS})
+  record.update({k: spec.get(k) for k in families.METAPARAMETERS})
   record.update({k: result.get(k) for k in METRICS})
   return record
 
@@ -88,7 +88,7 @@ def failed_record(name: str, overrides: dict[str, Any], config, error: str) -> d
             'overrides': overrides, 'error': error}
   if config is not None:
     fields = configs.spec_fields(config)
-    record.update({k: fields.get(k) for k in spec_lib.METAPARAMETERS})
+    record.update({k: fields.get(k) for k in families.METAPARAMETERS})
     record['dataset'] = config.dataset
   return record
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from squeezejax.errors import UserError
 
@@ -70,6 +70,7 @@ class FireDims:
   e1x1: int
   e3x3: int
   bypass: str  # 'none' | 'simple' | 'complex' (for this module only)
+  batch_norm: bool = False  # BatchNorm (scale, offset) instead of each conv's bias
 
   @property
   def out_channels(self) -> int:
@@ -77,10 +78,12 @@ class FireDims:
 
   @property
   def params(self) -> int:
+    # A conv's bias, or its BatchNorm's scale and offset: 1 or 2 per output channel.
     c, s, e1, e3 = self.in_channels, self.s1x1, self.e1x1, self.e3x3
-    n = c * s + s + s * e1 + e1 + 9 * s * e3 + e3
+    per = 2 if self.batch_norm else 1
+    n = c * s + per * s + s * e1 + per * e1 + 9 * s * e3 + per * e3
     if self.bypass == 'complex':
-      n += c * self.out_channels + self.out_channels
+      n += c * self.out_channels + per * self.out_channels
     return n
 
   def macs_per_pixel(self) -> int:
@@ -95,7 +98,7 @@ class FireDims:
 class LayerCost:
   """One row of the Table-1-like summary."""
   name: str
-  kind: str  # 'conv' | 'pool' | 'fire' | 'dropout' | 'avgpool'
+  kind: str  # 'conv' | 'pool' | 'fire' | 'dropout' | 'avgpool' | 'fc' | 'lrn' | 'unit' ...
   output: tuple[int, int, int]  # (height, width, channels)
   params: int = 0
   macs: int = 0
@@ -112,6 +115,8 @@ class SqueezeNetSpec:
 
   A field's `label` metadata is its short name in figures (the paper's "SR").
   """
+  family: ClassVar[str] = 'squeezenet'
+  head: ClassVar[str] = 'conv10'  # the classifier's parameters (fine-tuning, linear probes)
   layout: str = 'v1.0'
   base_e: int = 128
   incr_e: int = 128
@@ -127,6 +132,9 @@ class SqueezeNetSpec:
   # so its global average also takes in the border, relu(bias), of a 15x15 map.
   conv10_pad: int = 0
   init: str = 'caffe'
+  # BatchNorm after every conv but conv10 (its scale and offset replace the conv's
+  # bias): what makes a SqueezeNet train where plain SGD stalls.
+  batch_norm: bool = False
 
   def __post_init__(self):
     self.validate()
@@ -159,6 +167,9 @@ class SqueezeNetSpec:
       bad('pct_3x3', self.pct_3x3, 'a number in [0, 1]')
     if not _is_number(self.dropout_rate) or not 0 <= self.dropout_rate < 1:
       bad('dropout_rate', self.dropout_rate, 'a number in [0, 1)')
+    for field in ('conv10_relu', 'batch_norm'):
+      if not isinstance(getattr(self, field), bool):
+        bad(field, getattr(self, field), 'true or false')
     if self.bypass != 'none':
       for fire in self.fires():
         if fire.bypass == 'simple' and fire.in_channels != fire.out_channels:
@@ -199,9 +210,19 @@ class SqueezeNetSpec:
         kind = 'simple'
       if self.bypass == 'complex' and i in COMPLEX_BYPASS_FIRES:
         kind = 'complex'
-      fires.append(FireDims(f'fire{i + 2}', c, s, e - e3, e3, kind))
+      fires.append(FireDims(f'fire{i + 2}', c, s, e - e3, e3, kind, self.batch_norm))
       c = e
     return tuple(fires)
+
+  def feature_strides(self) -> dict[str, int]:
+    """The stride of each named feature map (see `model.features`): conv1 after its pool."""
+    stride = self.conv1.stride * 2
+    strides = {'conv1': stride}
+    for i, fire in enumerate(self.fires()):
+      strides[fire.name] = stride
+      stride *= 2 if i in self.pool_after else 1
+    strides['conv10'] = strides[self.fires()[-1].name]
+    return strides
 
   def min_image_size(self) -> int:
     """The smallest square input every layer of this layout accepts."""
@@ -251,7 +272,8 @@ class SqueezeNetSpec:
     rows = []
     h = sizes['conv1']
     p = c1.kernel * c1.kernel * self.in_channels * c1.filters
-    rows.append(LayerCost('conv1', 'conv', (h, h, c1.filters), p + c1.filters,
+    per = 2 if self.batch_norm else 1  # bias, or BatchNorm scale and offset
+    rows.append(LayerCost('conv1', 'conv', (h, h, c1.filters), p + per * c1.filters,
                           h * h * p, kernel=f'{c1.kernel}x{c1.kernel}/{c1.stride}'))
     h = sizes['maxpool1']
     rows.append(LayerCost('maxpool1', 'pool', (h, h, c1.filters), kernel='3x3/2'))
@@ -278,21 +300,30 @@ class SqueezeNetSpec:
 
   def cost(self, image_size: int | None = None) -> dict[str, Any]:
     """Totals: parameters, float32 size, MACs and activation memory per image."""
-    rows = self.layers(image_size)
-    params = sum(r.params for r in rows)
-    size_mib = params * 4 / 2**20
-    activations = sum(math.prod(r.output) for r in rows)
-    return {
-        'params': params,
-        'size_mib': size_mib,
-        'size_label_mb': paper_size_label(size_mib),
-        'macs': sum(r.macs for r in rows),
-        'activation_bytes': activations * 4,
-        'image_size': image_size or self.default_image_size,
-    }
+    return totals(self.layers(image_size), image_size or self.default_image_size)
+
+  def describe(self) -> str:
+    return (f'layout {self.layout}, base_e {self.base_e}, incr_e {self.incr_e}, '
+            f'pct_3x3 {self.pct_3x3:g}, freq {self.freq}, squeeze_ratio '
+            f'{self.squeeze_ratio:g}, bypass {self.bypass}, {self.num_classes} classes'
+            + (', batch_norm' if self.batch_norm else ''))
 
   def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
+    return {'family': self.family, **dataclasses.asdict(self)}
+
+
+def totals(rows, image_size: int) -> dict[str, Any]:
+  """Any family's cost from its layer rows: parameters, float32 MiB, MACs, activations."""
+  params = sum(r.params for r in rows)
+  size_mib = params * 4 / 2**20
+  return {
+      'params': params,
+      'size_mib': size_mib,
+      'size_label_mb': paper_size_label(size_mib),
+      'macs': sum(r.macs for r in rows),
+      'activation_bytes': sum(math.prod(r.output) for r in rows) * 4,
+      'image_size': image_size,
+  }
 
 
 def pool_output_size(h: int, kernel: int = 3, stride: int = 2) -> int:
@@ -311,8 +342,11 @@ def paper_size_label(size_mib: float) -> float:
   return math.ceil(round(size_mib * scale, 6)) / scale
 
 
-def _is_number(x) -> bool:
+def is_number(x) -> bool:
   return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+_is_number = is_number
 
 
 # -- presets ----------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """The update step and the evaluation step: pure functions of pytrees, for `jax.jit`.
 
-  train_step(state, batch) -> (state, metric sums)    state = {params, opt_state, step}
-  eval_step(params, batch) -> sums of (loss, top-1, top-5, count) over unmasked rows
+  train_step(state, batch) -> (state, metric sums)
+      state = {params, batch_stats, opt_state, step}; batch_stats holds the BatchNorm
+      running averages ({} for a network without BatchNorm), updated by each step
+  eval_step(weights, batch) -> sums of (loss, top-1, top-5, count) over unmasked rows
+      weights = model.merge_weights(params, batch_stats): the running averages
 
 Both take uint8 images (augmented / preprocessed on the device here) or float
 images (already prepared by a tf.data stream). Randomness is
@@ -17,6 +20,7 @@ import optax
 from flax import nnx
 
 from squeezejax import configs, parallel
+from squeezejax import model as model_lib
 from squeezejax.data import Preprocessing
 from squeezejax.errors import UserError
 
@@ -40,7 +44,9 @@ def make_schedule(config, steps: int) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warmup), main], [warmup])
 
 
-def make_optimizer(config, schedule, abstract_params) -> optax.GradientTransformation:
+def make_optimizer(config, schedule, abstract_params, head: str = 'conv10'
+                   ) -> optax.GradientTransformation:
+  """SGD or AdamW; with config.freeze_backbone only `head` (the spec's classifier) trains."""
   parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
   if config.optimizer == 'sgd':
     # Caffe's weight_decay is L2 added to the gradient, biases included.
@@ -50,7 +56,7 @@ def make_optimizer(config, schedule, abstract_params) -> optax.GradientTransform
     parts += [optax.adamw(schedule, b1=config.momentum, weight_decay=config.weight_decay)]
   tx = optax.chain(*parts)
   if config.freeze_backbone:
-    labels = {k: jax.tree.map(lambda _, k=k: 'train' if k == 'conv10' else 'frozen', v)
+    labels = {k: jax.tree.map(lambda _, k=k: 'train' if k == head else 'frozen', v)
               for k, v in abstract_params.items()}
     tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
   if config.compressed:  # masks (and clusters) live in the optimizer state
@@ -94,69 +100,82 @@ def make_train_step(graphdef, tx, config, prep: Preprocessing, splits: int = 1):
   `splits` (see `batch_splits`) computes each micro-batch's gradient as the mean
   over that many independent sub-batches, which XLA:CPU runs side by side on
   different cores: the same gradient up to float rounding.
+
+  BatchNorm normalises with each (sub-)batch's statistics; the new running
+  averages are the mean of those the sub- and micro-batches give. With
+  config.freeze_backbone (a linear probe) the backbone's BatchNorms stay frozen too:
+  they normalise with, and keep, their running averages.
   """
   accum = config.accum_steps
+  train = not config.freeze_backbone
 
-  def loss_fn(params, images, labels, dropout_key):
-    logits = nnx.merge(graphdef, params)(images, dropout_key=dropout_key)
+  def loss_fn(params, batch_stats, images, labels, dropout_key):
+    net = nnx.merge(graphdef, model_lib.merge_weights(params, batch_stats))
+    logits = net(images, dropout_key=dropout_key, train=train)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, (logits.argmax(-1) == labels).mean()
+    new_stats = nnx.to_pure_dict(nnx.state(net, nnx.BatchStat))
+    return loss, ((logits.argmax(-1) == labels).mean(), new_stats)
 
   value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def grad_fn(params, images, labels, dropout_key):
-    """((loss, top1), grads), each the mean over `splits` sub-batches."""
+  def grad_fn(params, batch_stats, images, labels, dropout_key):
+    """((loss, (top1, batch_stats)), grads), each the mean over `splits` sub-batches."""
     if splits == 1:
-      return value_and_grad(params, images, labels, dropout_key)
+      return value_and_grad(params, batch_stats, images, labels, dropout_key)
     images, labels = _split(images, splits), _split(labels, splits)
-    parts = [value_and_grad(params, images[j], labels[j], jax.random.fold_in(dropout_key, j))
-             for j in range(splits)]
+    parts = [value_and_grad(params, batch_stats, images[j], labels[j],
+                            jax.random.fold_in(dropout_key, j)) for j in range(splits)]
     return jax.tree.map(lambda *xs: sum(xs) / splits, *parts)
 
-  def update(params, opt_state, step, batch, seed):
+  def update(params, batch_stats, opt_state, step, batch, seed):
     key = jax.random.fold_in(jax.random.key(seed), step)
     augment_key, dropout_key = jax.random.split(key)
     images, labels = batch['image'], batch['label']
     if images.dtype == jnp.uint8:
       images = prep.train(images, augment_key)
     if accum == 1:
-      (loss, top1), grads = grad_fn(params, images, labels, dropout_key)
+      (loss, (top1, new_stats)), grads = grad_fn(params, batch_stats, images, labels,
+                                                 dropout_key)
     else:
       def micro(carry, xs):
         imgs, lbls, j = xs
-        (l, a), g = grad_fn(params, imgs, lbls, jax.random.fold_in(dropout_key, j))
-        return jax.tree.map(jnp.add, carry, (l, a, g)), None
+        (l, (a, b)), g = grad_fn(params, batch_stats, imgs, lbls,
+                                 jax.random.fold_in(dropout_key, j))
+        return jax.tree.map(jnp.add, carry, (l, a, b, g)), None
 
-      zeros = (0.0, 0.0, jax.tree.map(jnp.zeros_like, params))
-      (loss, top1, grads), _ = jax.lax.scan(
+      zeros = jax.tree.map(jnp.zeros_like, (0.0, 0.0, batch_stats, params))
+      (loss, top1, new_stats, grads), _ = jax.lax.scan(
           micro, zeros, (_split(images, accum), _split(labels, accum), jnp.arange(accum)))
-      loss, top1, grads = jax.tree.map(lambda x: x / accum, (loss, top1, grads))
+      loss, top1, new_stats, grads = jax.tree.map(lambda x: x / accum,
+                                                  (loss, top1, new_stats, grads))
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    return params, opt_state, {'loss': loss, 'top1': top1, 'grad_norm': optax.tree.norm(grads)}
+    metrics = {'loss': loss, 'top1': top1, 'grad_norm': optax.tree.norm(grads)}
+    return params, new_stats, opt_state, metrics
 
   def train_step(state, batch):
+    args = state['params'], state['batch_stats'], state['opt_state'], state['step'], batch
     if config.num_seeds == 1:
-      params, opt_state, metrics = update(
-          state['params'], state['opt_state'], state['step'], batch, config.seed)
+      params, batch_stats, opt_state, metrics = update(*args, config.seed)
     else:
       seeds = config.seed + jnp.arange(config.num_seeds)
-      params, opt_state, metrics = jax.vmap(update, in_axes=(0, 0, None, None, 0))(
-          state['params'], state['opt_state'], state['step'], batch, seeds)
-    return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1}, metrics
+      params, batch_stats, opt_state, metrics = jax.vmap(
+          update, in_axes=(0, 0, 0, None, None, 0))(*args, seeds)
+    return {'params': params, 'batch_stats': batch_stats, 'opt_state': opt_state,
+            'step': state['step'] + 1}, metrics
 
   return train_step
 
 
 def make_eval_step(graphdef, prep: Preprocessing, num_seeds: int = 1):
-  """(params, batch) -> sums of (loss, correct top-1, correct top-5, count) over valid
-  rows (per seed, vmapped, when the parameters carry a seed axis)."""
+  """(weights, batch) -> sums of (loss, correct top-1, correct top-5, count) over valid
+  rows (per seed, vmapped, when the weights carry a seed axis)."""
 
-  def eval_step(params, batch):
+  def eval_step(weights, batch):
     images = batch['image']
     if images.dtype == jnp.uint8:
       images = prep.eval(images)
-    logits = nnx.merge(graphdef, params)(images)
+    logits = nnx.merge(graphdef, weights)(images)
     labels, mask = batch['label'], batch['mask']
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     k = min(5, logits.shape[-1])

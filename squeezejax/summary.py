@@ -1,31 +1,35 @@
-"""`squeezejax summary`: the paper's Table 1 for any point of the design space."""
+"""`squeezejax summary`: the paper's Table 1 for any point of any family's design space.
+
+  squeezejax summary --model=squeezenext_1.0_23 --json     one preset, every layer
+  squeezejax summary --list                                every preset and its cost
+"""
 
 from __future__ import annotations
 
 import json
-import typing
 
-from squeezejax import cli, configs
-from squeezejax import spec as spec_lib
+from squeezejax import cli, configs, families
 
 
-def table(spec: spec_lib.SqueezeNetSpec, image_size: int | None = None) -> str:
-  """A Table-1-like Markdown table with totals."""
+def table(spec, image_size: int | None = None) -> str:
+  """A Table-1-like Markdown table with totals (columns without values are left out)."""
   rows = spec.layers(image_size)
   cost = spec.cost(image_size)
   show = lambda v: '' if v is None else f'{v:,}'
-  lines = [
-      '| layer | output size | filter/stride | s1x1 | e1x1 | e3x3 | bypass | parameters | MACs |',
-      '|---|---|---|--:|--:|--:|---|--:|--:|',
-  ]
+  columns = [c for c in ('s1x1', 'e1x1', 'e3x3') if any(getattr(r, c) is not None for r in rows)]
+  bypass = any(r.bypass not in ('', 'none') for r in rows)
+  head = ['layer', 'output size', 'filter/stride', *columns] + (['bypass'] if bypass else [])
+  lines = ['| ' + ' | '.join(head + ['parameters', 'MACs']) + ' |',
+           '|' + '---|' * 3 + '--:|' * len(columns) + ('---|' if bypass else '') + '--:|--:|']
   for r in rows:
     h, w, c = r.output
-    lines.append(
-        f'| {r.name} | {h}x{w}x{c} | {r.kernel} | {show(r.s1x1)} | {show(r.e1x1)} | '
-        f'{show(r.e3x3)} | {r.bypass if r.bypass not in ("", "none") else ""} | '
-        f'{show(r.params or None)} | {show(r.macs or None)} |')
-  lines.append(
-      f'| **total** | | | | | | | **{cost["params"]:,}** | **{cost["macs"]:,}** |')
+    cells = [r.name, f'{h}x{w}x{c}', r.kernel, *(show(getattr(r, k)) for k in columns)]
+    if bypass:
+      cells.append(r.bypass if r.bypass not in ('', 'none') else '')
+    lines.append('| ' + ' | '.join(cells + [show(r.params or None), show(r.macs or None)]) + ' |')
+  total = ['**total**'] + [''] * (len(head) - 1) + [f'**{cost["params"]:,}**',
+                                                    f'**{cost["macs"]:,}**']
+  lines.append('| ' + ' | '.join(total) + ' |')
   lines += [
       '',
       f'{describe(spec)}; input {cost["image_size"]}x{cost["image_size"]}x{spec.in_channels}',
@@ -36,13 +40,11 @@ def table(spec: spec_lib.SqueezeNetSpec, image_size: int | None = None) -> str:
   return '\n'.join(lines)
 
 
-def describe(spec: spec_lib.SqueezeNetSpec) -> str:
-  return (f'layout {spec.layout}, base_e {spec.base_e}, incr_e {spec.incr_e}, '
-          f'pct_3x3 {spec.pct_3x3:g}, freq {spec.freq}, squeeze_ratio '
-          f'{spec.squeeze_ratio:g}, bypass {spec.bypass}, {spec.num_classes} classes')
+def describe(spec) -> str:
+  return spec.describe()
 
 
-def as_json(spec: spec_lib.SqueezeNetSpec, image_size: int | None = None) -> dict:
+def as_json(spec, image_size: int | None = None) -> dict:
   cost = spec.cost(image_size)
   layers = [
       {'name': r.name, 'kind': r.kind, 'output': list(r.output), 'kernel': r.kernel,
@@ -52,7 +54,20 @@ def as_json(spec: spec_lib.SqueezeNetSpec, image_size: int | None = None) -> dic
   return {'spec': spec.to_dict(), **cost, 'layers': layers}
 
 
+def listing_table() -> str:
+  lines = ['| model | family | parameters | MiB | GMACs | input |', '|---|---|--:|--:|--:|--:|']
+  for r in families.listing():
+    lines.append(f'| {r["model"]} | {r["family"]} | {r["params"]:,} | {r["size_mib"]:.2f} | '
+                 f'{r["macs"] / 1e9:.3f} | {r["image_size"]} |')
+  return '\n'.join(lines)
+
+
 def _flag_type(kind):
+  if kind is tuple:  # --depths=6,6,8,1
+    def integers(text: str) -> tuple[int, ...]:
+      return tuple(int(v) for v in text.strip('()[] ').split(',') if v.strip())
+    integers.__name__ = 'list of integers'
+    return integers
   if kind is not bool:
     return kind
 
@@ -69,16 +84,21 @@ def main(argv: list[str]) -> int:
       prog='squeezejax summary',
       description='Per-layer channels, parameters and MACs (the paper\'s Table 1).')
   parser.add_argument('--model', default='squeezenet1_0',
-                      help=f'preset: {", ".join(spec_lib.PRESETS)}')
-  hints = typing.get_type_hints(spec_lib.SqueezeNetSpec)
-  for name in spec_lib.METAPARAMETERS:  # every spec field is a flag
-    parser.add_argument(f'--{name}', type=_flag_type(hints[name]), default=None)
+                      help=f'preset: {", ".join(families.PRESETS)}')
+  parser.add_argument('--list', action='store_true', help='list every preset and its cost')
+  hints = families.field_types()
+  for name, kind in hints.items():  # every field of every family is a flag
+    parser.add_argument(f'--{name}', type=_flag_type(kind), default=None)
   parser.add_argument('--image_size', type=int, default=None,
-                      help='square input side (default: 224, or 32 for the small layout)')
+                      help="square input side (default: the preset's, e.g. 224 or 32)")
   parser.add_argument('--json', action='store_true', help='print one JSON object')
   parser.add_argument('--checkpoint', default=None,
                       help='a compressed model directory: its Deep Compression size table')
   args = parser.parse_args(argv)
+  if args.list:
+    rows = families.listing()
+    print(json.dumps(rows, indent=1) if args.json else listing_table())
+    return 0
   if args.checkpoint:
     from squeezejax.compression import compress  # pylint: disable=g-import-not-at-top
     print(compress.summary_table(args.checkpoint))

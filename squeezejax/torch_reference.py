@@ -105,3 +105,37 @@ def from_params(spec: spec_lib.SqueezeNetSpec, params) -> SqueezeNet:
   module = SqueezeNet(spec)
   module.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=True)
   return module
+
+
+class AlexNet(nn.Module):
+  """torchvision's `alexnet` module tree (torchvision/models/alexnet.py), PyTorch's
+  default initialisation; the `alexnet` preset's twin."""
+
+  def __init__(self, num_classes: int = 1000, dropout: float = 0.5):
+    super().__init__()
+    self.features = nn.Sequential(
+        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(64, 192, kernel_size=5, padding=2), nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size=3, stride=2))
+    self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+    self.classifier = nn.Sequential(
+        nn.Dropout(p=dropout), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
+        nn.Dropout(p=dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+        nn.Linear(4096, num_classes))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def alexnet_from_params(spec, params) -> AlexNet:
+  """The torchvision AlexNet holding squeezejax parameters of the `alexnet` preset."""
+  from squeezejax import convert_alexnet  # pylint: disable=g-import-not-at-top
+  state_dict = convert_alexnet.to_torchvision(spec, params)
+  module = AlexNet(spec.num_classes, spec.dropout_rate)
+  module.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=True)
+  return module

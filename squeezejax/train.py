@@ -135,7 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     run_lock.enter_context(files.lock(workdir, 'squeezejax train'))
   cost = spec.cost(prep.image_size)
   dtype = step_lib.DTYPES[config.dtype]
-  graphdef, abstract_params = nnx.split(nnx.eval_shape(
+  graphdef, _ = nnx.split(nnx.eval_shape(
       lambda: model_lib.create(spec, dtype=dtype, formulation=config.layers)))
   schedule = step_lib.make_schedule(config, steps)
   # The logged rate: optax schedules are jnp code, so an eager call would send the
@@ -143,23 +143,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   lr_at = jax.jit(schedule)
   learning_rate = lambda step: float(jax.device_get(
       lr_at(jax.device_put(np.int32(step), parallel.replicated(mesh)))))
-  tx = step_lib.make_optimizer(config, schedule, nnx.to_pure_dict(abstract_params))
-  say(f'model: {spec.layout} {cost["params"]:,} parameters ({cost["size_mib"]:.2f} MiB), '
+  tx = step_lib.make_optimizer(config, schedule, model_lib.abstract_params(spec), spec.head)
+  say(f'model: {spec.family} {cost["params"]:,} parameters ({cost["size_mib"]:.2f} MiB), '
       f'{cost["macs"] / 1e6:.1f} MMACs at {prep.image_size}px; {steps} steps '
       f'({steps / steps_per_epoch:.2f} epochs)')
 
   # -- state, created directly in its shardings ---------------------------------------
   def init_one(seed):
-    params = nnx.to_pure_dict(nnx.state(model_lib.create(spec, seed=seed), nnx.Param))
-    return params, tx.init(params)
+    params, batch_stats = model_lib.split_weights(model_lib.create(spec, seed=seed))
+    return params, batch_stats, tx.init(params)
 
   def init_state():
     if config.num_seeds == 1:
-      params, opt_state = init_one(config.seed)
+      params, batch_stats, opt_state = init_one(config.seed)
     else:
       keys = jax.vmap(jax.random.key)(config.seed + jnp.arange(config.num_seeds))
-      params, opt_state = jax.vmap(init_one)(keys)
-    return {'params': params, 'opt_state': opt_state, 'step': jnp.int32(0)}
+      params, batch_stats, opt_state = jax.vmap(init_one)(keys)
+    return {'params': params, 'batch_stats': batch_stats, 'opt_state': opt_state,
+            'step': jnp.int32(0)}
 
   abstract_state = jax.eval_shape(init_state)
   shardings = parallel.state_shardings(mesh, abstract_state, config.fsdp)
@@ -170,11 +171,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # -- resume from the newest checkpoint, or initialise --------------------------------
   checkpointer = checkpoint_lib.Checkpointer(
       os.path.join(workdir, checkpoint_lib.CHECKPOINTS), keep=config.keep_checkpoints)
-  restored = checkpointer.restore_latest(abstract_state['params'], abstract_state['opt_state'])
+  restored = checkpointer.restore_latest(
+      {k: v for k, v in abstract_state.items() if k != 'step'})
   if restored is not None:
-    start_step, params, opt_state, meta = restored
-    state = {'params': params, 'opt_state': opt_state,
-             'step': jax.device_put(np.int32(start_step), shardings['step'])}
+    start_step, items, meta = restored
+    state = {**items, 'step': jax.device_put(np.int32(start_step), shardings['step'])}
     window = LogWindow(config.num_seeds, meta.get('window'))
     say(f'resumed from step {start_step} in {workdir}')
   else:
@@ -201,9 +202,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0,
       compiler_options=options)
   eval_step = jax.jit(step_lib.make_eval_step(graphdef, prep, config.num_seeds),
-                      in_shardings=(shardings['params'], batch_sharding),
+                      in_shardings=(model_lib.merge_weights(shardings['params'],
+                                                            shardings['batch_stats']),
+                                    batch_sharding),
                       out_shardings=parallel.replicated(mesh), compiler_options=options)
-  run_eval = lambda params: step_lib.evaluate(eval_step, params, source.eval_batches(), mesh)
+  run_eval = lambda state: step_lib.evaluate(
+      eval_step, model_lib.merge_weights(state['params'], state['batch_stats']),
+      source.eval_batches(), mesh)
 
   # -- loop -----------------------------------------------------------------------------
   writer = MetricWriter(workdir, start_step)
@@ -255,7 +260,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         t_window, step_window = time.time(), step
 
       if config.eval_every and step % config.eval_every == 0 and step != steps:
-        metrics_eval = run_eval(state['params'])
+        metrics_eval = run_eval(state)
         say(f'  eval at step {step}: top1 {metrics_eval["top1"]:.4f} '
             f'top5 {metrics_eval["top5"]:.4f}')
         writer.write(step, metrics_eval)
@@ -265,7 +270,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         # Keep the partial log window so that a resumed run logs identically.
         saved = window if sums is None else LogWindow(config.num_seeds, window.to_dict()).add(
             jax.device_get(sums), step - step_window)
-        checkpointer.save(step, state['params'], state['opt_state'],
+        checkpointer.save(step, {k: v for k, v in state.items() if k != 'step'},
                           {'step': step, 'seed': config.seed, 'window': saved.to_dict()})
         if preempted.is_set():
           checkpointer.close()
@@ -274,7 +279,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     # -- evaluation and result ------------------------------------------------------------
     checkpointer.wait()
-    final = run_eval(state['params'])
+    final = run_eval(state)
   checkpointer.close()
   say(f'eval on {config.eval_split} ({final["eval_examples"]:,} images): '
       f'top1 {final["top1"]:.4f} top5 {final["top5"]:.4f}')
@@ -300,20 +305,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def _init_from(directory, state, tx, shardings, mesh):
   """Loads pretrained parameters; conv10 is kept fresh when its shape differs."""
-  loaded_spec, _ = checkpoint_lib.read_model_json(directory)
-  abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
-      model_lib.abstract_params(loaded_spec))
-  _, loaded, _ = checkpoint_lib.load_model(directory, abstract)
-  params = dict(state['params'])
-  for name in params:
-    same = jax.tree.map(lambda a, b: a.shape == b.shape, loaded[name], params[name])
-    if all(jax.tree.leaves(same)):
-      params[name] = jax.tree.map(jax.device_put, loaded[name], shardings['params'][name])
-    else:
-      say(f'init_from: {name} shapes differ ({directory}); keeping it freshly initialised')
-  opt_state = jax.jit(tx.init, out_shardings=shardings['opt_state'])(params)
-  return {'params': params, 'opt_state': opt_state, 'step': state['step']}
+  loaded_spec, weights, _ = checkpoint_lib.load_model(directory, parallel.replicated(mesh))
+  loaded = dict(zip(('params', 'batch_stats'), model_lib.split_weights(weights, loaded_spec)))
+  new = {k: dict(state[k]) for k in loaded}
+  for kind, trees in new.items():
+    for name in trees:
+      same = jax.tree.map(lambda a, b: a.shape == b.shape, loaded[kind][name], trees[name])
+      if all(jax.tree.leaves(same)):
+        trees[name] = jax.tree.map(jax.device_put, loaded[kind][name], shardings[kind][name])
+      elif kind == 'params':
+        say(f'init_from: {name} shapes differ ({directory}); keeping it freshly initialised')
+  opt_state = jax.jit(tx.init, out_shardings=shardings['opt_state'])(new['params'])
+  return {**new, 'opt_state': opt_state, 'step': state['step']}
 
 
 def _check_same_run(workdir: str, spec, dataset: str) -> None:
@@ -411,10 +414,7 @@ def eval_main(argv: list[str]) -> int:
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_batch(mesh, config.eval_batch_size, 'eval_batch_size')
   # Restored replicated over the mesh the eval step runs on (any device count).
-  abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
-      model_lib.abstract_params(checkpoint_lib.read_model_json(args.workdir)[0]))
-  spec, params, _ = checkpoint_lib.load_model(args.workdir, abstract)
+  spec, params, _ = checkpoint_lib.load_model(args.workdir, parallel.replicated(mesh))
   source = data.make_input(config)
   graphdef, _ = nnx.split(nnx.eval_shape(
       lambda: model_lib.create(spec, formulation=config.layers)))

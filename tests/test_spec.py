@@ -139,7 +139,7 @@ def test_summary_cli_json():
 
 @pytest.mark.parametrize('flag', ['--squeeze_ratio=0', '--squeeze_ratio=-1', '--pct_3x3=1.5',
                                   '--bypass=wide', '--freq=0', '--num_classes=0',
-                                  '--image_size=10', '--base_e=-3', '--model=alexnet'])
+                                  '--image_size=10', '--base_e=-3', '--model=vgg16'])
 def test_summary_cli_bad_values(flag):
   out = _cli('summary', flag)
   assert out.returncode == 2

@@ -231,7 +231,8 @@ def test_batch_splits_give_the_full_batch_update():
   graphdef, params = nnx.split(model_lib.create(spec), nnx.Param)
   params = nnx.to_pure_dict(params)
   tx = step.make_optimizer(config, optax.constant_schedule(0.1), params)
-  state = {'params': params, 'opt_state': tx.init(params), 'step': jnp.int32(0)}
+  state = {'params': params, 'batch_stats': {}, 'opt_state': tx.init(params),
+           'step': jnp.int32(0)}
   rng = np.random.default_rng(0)
   batch = {'image': rng.standard_normal((32, 16, 16, 3), np.float32),
            'label': rng.integers(0, 10, 32).astype(np.int32)}
