@@ -132,11 +132,12 @@ class JaxCase:
     self.splits = step_lib.batch_splits(config, mesh)
     model = model_lib.create(spec, seed=0, dtype=step_lib.DTYPES[dtype],
                              formulation=config.layers)
-    graphdef, params = nnx.split(model, nnx.Param)
-    params = nnx.to_pure_dict(params)
+    graphdef, _ = nnx.split(model)
+    params, batch_stats = model_lib.split_weights(model)
     self.initial_params = jax.device_get(params)  # host copy: the state gets donated
-    tx = step_lib.make_optimizer(config, step_lib.make_schedule(config, 1), params)
-    state = {'params': params, 'opt_state': tx.init(params), 'step': jnp.int32(0)}
+    tx = step_lib.make_optimizer(config, step_lib.make_schedule(config, 1), params, spec.head)
+    state = {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params),
+             'step': jnp.int32(0)}
     shardings = parallel.state_shardings(mesh, state, fsdp=False)
     batch_sharding = parallel.batch_sharding(mesh)
     # The steps take it, but apply it only to uint8 batches: this one is float32.
@@ -152,14 +153,14 @@ class JaxCase:
         out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0,
         compiler_options=options)
     eval_step = jax.jit(step_lib.make_eval_step(graphdef, prep),
-                        in_shardings=(shardings['params'], batch_sharding),
+                        in_shardings=(self._weights(shardings), batch_sharding),
                         out_shardings=parallel.replicated(mesh), compiler_options=options)
     with jax.set_mesh(mesh):
       start = time.perf_counter()
       self.train_step = train_step.lower(state, self.batch).compile()
       self.compile_train_s = time.perf_counter() - start
       start = time.perf_counter()
-      self.eval_step = eval_step.lower(state['params'], self.eval_batch).compile()
+      self.eval_step = eval_step.lower(self._weights(state), self.eval_batch).compile()
       self.compile_eval_s = time.perf_counter() - start
     self.state = jax.device_put(state, shardings)
     block(self.train(1))  # first call: allocation, thread pools
@@ -174,8 +175,12 @@ class JaxCase:
   def evaluate(self, steps: int):
     sums = None
     for _ in range(steps):
-      sums = self.eval_step(self.state['params'], self.eval_batch)
+      sums = self.eval_step(self._weights(self.state), self.eval_batch)
     return sums
+
+  @staticmethod
+  def _weights(state):  # what the eval step takes: parameters and BatchNorm statistics
+    return model_lib.merge_weights(state['params'], state['batch_stats'])
 
 
 class InputCase:

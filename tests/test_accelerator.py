@@ -138,9 +138,11 @@ def test_bfloat16_tracks_float32_and_keeps_float32_state():
                            model_lib.abstract_params(spec))
   losses, params = {}, {}
   for dtype in ('float32', 'bfloat16'):
-    graphdef, initial = nnx.split(model_lib.create(spec, dtype=step.DTYPES[dtype]), nnx.Param)
-    initial = nnx.to_pure_dict(initial)
-    state = {'params': initial, 'opt_state': tx.init(initial), 'step': jnp.int32(0)}
+    net = model_lib.create(spec, dtype=step.DTYPES[dtype])
+    graphdef, _ = nnx.split(net)
+    initial, batch_stats = model_lib.split_weights(net)
+    state = {'params': initial, 'batch_stats': batch_stats, 'opt_state': tx.init(initial),
+             'step': jnp.int32(0)}
     train_step = jax.jit(step.make_train_step(graphdef, tx, config, prep))
     losses[dtype] = []
     for i in range(6):
