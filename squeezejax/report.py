@@ -42,6 +42,7 @@ from squeezejax import results
 from squeezejax import families
 from squeezejax import spec as spec_lib
 from squeezejax import stats
+from squeezejax.compression import table2
 from squeezejax.errors import UserError
 
 EDF_MIN_RUNS = 10
@@ -509,46 +510,7 @@ def make_report(workdir: str, edf_min_runs: int = EDF_MIN_RUNS,
 
 # -- Table 2: Deep Compression (experiments/table2_compression.py) ---------------------
 
-TABLE2_JSON = 'table2.json'
-
-
-def table2_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-  """One row per compression stage: top-1 mean/min/max over seeds, mean bytes, label."""
-  rows = collections.OrderedDict()
-  for r in record['rows']:
-    rows.setdefault(r['row'], []).append(r)
-  base = np.mean([r['bytes'] for r in rows.get('SqueezeNet-small', [{'bytes': np.nan}])])
-  out = []
-  for name, rs in rows.items():
-    top1 = np.array([r['top1'] for r in rs]) * 100
-    nbytes = float(np.mean([r['bytes'] for r in rs]))
-    out.append({'row': name, 'seeds': len(rs), 'top1': top1.mean(), 'top1_min': top1.min(),
-                'top1_max': top1.max(), 'bytes': nbytes, 'label_mb': rs[0]['label_mb'],
-                'density': rs[0].get('density', 1.0), 'reduction': base / nbytes})
-  return out
-
-
-def table2_markdown(record: dict[str, Any]) -> str:
-  lines = [f'Table 2 on Fashion-MNIST ({record["seeds"]} seed(s); density {record["density"]}; '
-           f'base {record["base_steps"]} steps, retraining {record["retrain_steps"]} x '
-           f'{record.get("prune_iterations", 2)}, '
-           f'centroid fine-tuning {record["share_steps"]})', '',
-           '| model | weights kept | top-1 (%) mean [min, max] | file (bytes) | MB (paper label) '
-           '| vs float32 SqueezeNet (bytes) |', '|---|--:|--:|--:|--:|--:|',
-           '| AlexNet-small | | not run (needs the AlexNet family) | | | |']
-  for r in table2_rows(record):
-    kept = '' if r['density'] is None else f'{100 * r["density"]:.1f}%'
-    lines.append(f'| {r["row"]} | {kept} | {r["top1"]:.2f} [{r["top1_min"]:.2f}, '
-                 f'{r["top1_max"]:.2f}] | {r["bytes"]:,.0f} | {r["label_mb"]:g} | '
-                 f'{r["reduction"]:.1f}x |')
-  lines += ['', 'ImageNet scale (sizes only): the paper labels AlexNet 240MB; reductions by '
-            'label (as the paper computes them) and by bytes', '',
-            '| model | bytes | MB (label) | vs AlexNet (labels) | vs AlexNet (bytes) |',
-            '|---|--:|--:|--:|--:|']
-  for r in record['imagenet']:
-    lines.append(f'| {r["row"]} | {r["bytes"]:,} | {r["label_mb"]:g} | '
-                 f'{r["vs_alexnet_label"]:.1f}x | {r["vs_alexnet_bytes"]:.1f}x |')
-  return '\n'.join(lines) + '\n'
+TABLE2_JSON = table2.TABLE2_JSON
 
 
 def table2_report(workdir: str) -> list[str]:
@@ -556,10 +518,10 @@ def table2_report(workdir: str) -> list[str]:
   with open(os.path.join(workdir, TABLE2_JSON)) as f:
     record = json.load(f)
   md = os.path.join(workdir, 'table2.md')
-  files.write_atomic(md, table2_markdown(record))
+  files.write_atomic(md, table2.markdown(record))
   plt = _plt()
   fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
-  for r in table2_rows(record):
+  for r in table2.rows(record):
     ax.errorbar(r['bytes'] / 1024, r['top1'], yerr=[[r['top1'] - r['top1_min']],
                                                     [r['top1_max'] - r['top1']]],
                 fmt='o', capsize=3)
@@ -569,10 +531,7 @@ def table2_report(workdir: str) -> list[str]:
   ax.set_xlabel('file size (KiB, log scale)')
   ax.set_ylabel('top-1 accuracy (%)')
   ax.set_title('Table 2 on Fashion-MNIST: SqueezeNet-small + Deep Compression', fontsize=10)
-  png = os.path.join(workdir, 'table2.png')
-  fig.savefig(png, dpi=120)
-  plt.close(fig)
-  return [md, png]
+  return [md, _save(fig, os.path.join(workdir, 'table2.png'))]
 
 
 def main(argv: list[str]) -> int:

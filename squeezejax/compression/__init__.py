@@ -7,4 +7,5 @@
   prune       magnitude pruning: Han's quality x std threshold or density targets
   share       trained weight sharing: 1-D k-means, centroid gradients per cluster
   compress    `squeezejax compress`: prune -> retrain -> share -> fine-tune -> file
+  table2      Table 2's rows and Markdown (report.py draws its figure)
 """
