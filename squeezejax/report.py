@@ -38,96 +38,15 @@ import numpy as np
 from squeezejax import cli
 from squeezejax import files
 from squeezejax import findings
+from squeezejax import points
+from squeezejax.points import metrics, varying  # pylint: disable=unused-import
 from squeezejax import results
-from squeezejax import families
-from squeezejax import spec as spec_lib
 from squeezejax import stats
 from squeezejax.compression import table2
 from squeezejax.errors import UserError
 
 EDF_MIN_RUNS = 10
-TOP5_MIN_CLASSES = 20
 GENERIC_FIGURE = 'size_vs_accuracy.png'
-
-
-# -- grouping ------------------------------------------------------------------------------
-
-varying = findings.varying
-_value = findings.value
-
-
-def _numeric(values) -> bool:
-  return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-
-
-def group(records: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
-  """Runs of the same design point (different seeds) -> per metric the mean, its 95%
-  t interval over seeds (`_lo`, `_hi`), min and max."""
-  groups = collections.OrderedDict()
-  for r in records:
-    groups.setdefault(tuple(json.dumps(_value(r, k)) for k in keys), []).append(r)
-  out = []
-  for runs in groups.values():
-    g = {k: _value(runs[0], k) for k in keys}
-    g['runs'] = runs
-    for metric in ('top1', 'top5', 'size_mib', 'params', 'macs', 'wall_s'):
-      values = np.array([r[metric] for r in runs if r.get(metric) is not None], float)
-      g[metric] = float(values.mean()) if values.size else None
-      if values.size:
-        interval = stats.mean_interval(values)
-        g[metric + '_lo'], g[metric + '_hi'] = interval.lo, interval.hi
-        g[metric + '_min'], g[metric + '_max'] = float(values.min()), float(values.max())
-    out.append(g)
-  # Numeric sweeps read left to right by their value; categorical ones keep sweep order.
-  if len(keys) == 1 and _numeric(g[keys[0]] for g in out):
-    out.sort(key=lambda g: g[keys[0]])
-  return out
-
-
-def metrics(records: list[dict[str, Any]], declared: dict[str, Any] | None = None
-            ) -> tuple[str, ...]:
-  """What the figures draw: top-1, and top-5 only where it is not saturated by few
-  classes (on 10 classes it is 99.7% everywhere); a declaration's 'metrics' wins."""
-  if (declared or {}).get('metrics'):
-    return tuple(declared['metrics'])
-  classes = [r.get('num_classes') or 0 for r in records]
-  return ('top1', 'top5') if classes and min(classes) >= TOP5_MIN_CLASSES else ('top1',)
-
-
-def _format(value) -> str:
-  return f'{value:g}' if isinstance(value, float) else str(value)
-
-
-def point_label(values: dict[str, Any]) -> str:
-  """'SR 0.125, bypass simple': each key's short name and value."""
-  parts = [f'{spec_lib.field_label(k.rsplit(".", 1)[-1])} {_format(v)}'
-           for k, v in values.items()]
-  return ', '.join(parts) or 'base'
-
-
-def _context(records: list[dict[str, Any]]) -> str:
-  """'fashion_mnist, layout small, base_e 32, ..., 300 steps' (what the runs share)."""
-  r = records[0]
-  parts = [str(r.get('dataset'))]
-  for key in families.METAPARAMETERS:
-    if r.get(key) is not None and len({json.dumps(x.get(key)) for x in records}) == 1:
-      parts.append(f'{key} {_format(r[key])}')
-  steps = {x.get('steps') for x in records}
-  if len(steps) == 1 and None not in steps:
-    parts.append(f'{steps.pop():,} steps')
-  return ', '.join(parts)
-
-
-def _in_setting(records: list[dict[str, Any]], reference: dict[str, Any]) -> bool:
-  """Whether every run was made in the reference's setting (then they share the axes)."""
-  setting = reference.get('setting', {})
-  return all(r.get(k) == v for r in records for k, v in setting.items())
-
-
-def _seeds_label(groups) -> str:
-  counts = sorted({len(g['runs']) for g in groups})
-  n = '-'.join(str(c) for c in (counts[0], counts[-1]) if c) if len(counts) > 1 else counts[0]
-  return f'n={n} seed{"s" * (counts[-1] > 1)}'
 
 
 # -- figures -------------------------------------------------------------------------------
@@ -154,10 +73,10 @@ def size_accuracy_figure(records: list[dict[str, Any]], keys: list[str], path: s
   reference's on the same axes, so their shapes compare although their levels cannot."""
   plt = _plt()
   declared = declared or {}
-  groups = group(records, keys)
+  groups = points.group(records, keys)
   key = keys[0] if len(keys) == 1 else None
   reference = (declared.get('reference') or {}) if key else {}
-  same_axes = bool(reference.get('points')) and _in_setting(records, reference)
+  same_axes = bool(reference.get('points')) and points.in_setting(records, reference)
   base = next((g for g in groups if 'baseline' in reference and g[key] == reference['baseline']),
               None)
   rows = metrics(records, declared)
@@ -165,7 +84,7 @@ def size_accuracy_figure(records: list[dict[str, Any]], keys: list[str], path: s
   fig, axes = plt.subplots(len(rows), ncols, figsize=(6.2 * ncols, 1.2 + 3.9 * len(rows)),
                            squeeze=False, constrained_layout=True)
   categories = None  # an x that is not a number: one position per value
-  if key is not None and not _numeric(g[key] for g in groups):
+  if key is not None and not points.numeric(g[key] for g in groups):
     categories = [g[key] for g in groups]
     categories += [p['value'] for p in reference.get('points', []) if p['value'] not in categories]
   x_of = ((lambda value, size: categories.index(value)) if categories is not None
@@ -187,10 +106,10 @@ def size_accuracy_figure(records: list[dict[str, Any]], keys: list[str], path: s
     if base is not None:
       _draw_change(axes[row][1], records, groups, base, key, metric, reference,
                    (metric,) if len(rows) > 1 else ('top1', 'top5'), categories)
-  axes[0][0].set_title(textwrap.fill(f'this sweep: {_context(records)}', 80), fontsize=9)
+  axes[0][0].set_title(textwrap.fill(f'this sweep: {points.context(records)}', 80), fontsize=9)
   if base is not None:
     axes[0][1].set_title(textwrap.fill(
-        f'change from {point_label({key: base[key]})}: this sweep and '
+        f'change from {points.point_label({key: base[key]})}: this sweep and '
         f'{reference.get("source", "the reference")}', 80), fontsize=9)
   title = declared.get('title') or 'design space: ' + (', '.join(keys) or 'one point')
   caption = declared.get('caption')
@@ -219,10 +138,10 @@ def _draw_sweep(ax, groups, keys, metric: str, x_of, categorical: bool):
   line = key is not None and not categorical  # a numeric x: read along the line
   ax.errorbar(xs, ys, yerr=[lo, hi] if spread else None, fmt='o-' if line else 'o',
               color='tab:blue', capsize=3, lw=1.5, ms=6, zorder=3,
-              label=f'this sweep: mean{" ± 95% t interval" * spread}, {_seeds_label(have)}'
+              label=f'this sweep: mean{" ± 95% t interval" * spread}, {points.seeds_label(have)}'
                     f'{" (dots)" * spread}')
   for g, x, y in zip(have, xs, ys):
-    ax.annotate(point_label({k: g[k] for k in keys}), (x, y), textcoords='offset points',
+    ax.annotate(points.point_label({k: g[k] for k in keys}), (x, y), textcoords='offset points',
                 xytext=(5, -12), fontsize=8, color='tab:blue')
   lows = np.array([100 * min(g[metric + '_lo'], g[metric + '_min']) for g in have])
   highs = np.array([100 * max(g[metric + '_hi'], g[metric + '_max']) for g in have])
@@ -240,7 +159,7 @@ def _draw_reference(ax, reference: dict[str, Any], key: str, metric: str, x_of,
             label=f'{reference.get("label", "reference")} (stated)', zorder=2)
   for p, x, y in zip(have, xs, ys):
     size = f' ({p["stated_mb"]:g}MB)' if p.get('stated_mb') else ''
-    ax.annotate(f'{point_label({key: p["value"]})}{size}: {y:.1f}%', (x, y),
+    ax.annotate(f'{points.point_label({key: p["value"]})}{size}: {y:.1f}%', (x, y),
                 textcoords='offset points', xytext=(5, 6), fontsize=8, color='dimgray')
   return xs, ys
 
@@ -263,14 +182,14 @@ def _draw_change(ax, records, groups, base, key: str, metric: str, reference: di
     if g is not base and all(k in b for k in a) and len(a) > 1:
       ax.scatter([x] * len(a), [100 * (b[k] / a[k] - 1) for k in a], s=12, color='tab:blue',
                  alpha=0.3, linewidths=0)
-    rows.append((x, 100 * i.mean, 100 * i.lo, 100 * i.hi, point_label({key: g[key]})))
+    rows.append((x, 100 * i.mean, 100 * i.lo, 100 * i.hi, points.point_label({key: g[key]})))
   rows.sort()
   x, y, lo, hi = (np.array(c) for c in list(zip(*rows))[:4])
   spread = bool(np.any(hi > lo))
   ax.errorbar(x, y, yerr=[y - lo, hi - y] if spread else None, fmt='o' if categories else 'o-',
               color='tab:blue', capsize=3, lw=1.5, ms=6, zorder=3,
               label=f'this sweep, {_METRIC[metric]} error{" (95% interval)" * spread}, '
-                    f'{_seeds_label(groups)}')
+                    f'{points.seeds_label(groups)}')
   for xi, yi, *_, label in rows:
     ax.annotate(f'{yi:+.1f}%' if categories else label, (xi, yi), textcoords='offset points',
                 xytext=(5, -12), fontsize=8, color='tab:blue')
@@ -293,12 +212,12 @@ def _draw_change(ax, records, groups, base, key: str, metric: str, reference: di
                   f'{", " + setting if setting else ""} (stated)')
     for p, xi, yi in zip(have, rx, ry):
       if p is not ref_base:
-        ax.annotate(f'{yi:+.0f}%' if categories else f'{point_label({key: p["value"]})}: '
+        ax.annotate(f'{yi:+.0f}%' if categories else f'{points.point_label({key: p["value"]})}: '
                     f'{yi:+.0f}%', (xi, yi), textcoords='offset points', xytext=(5, 5),
                     fontsize=8, color='dimgray')
     xs, ys = xs + rx, ys + ry
   ax.axhline(0, color='black', lw=0.6)
-  where = point_label({key: base[key]})
+  where = points.point_label({key: base[key]})
   ax.set_ylabel(f'change of error from {where} (%; < 0: fewer errors)')
   _finish(ax, np.array(xs), np.array(ys), categories is not None)
   if categories is None:
@@ -335,10 +254,10 @@ def error_edf_figure(records: list[dict[str, Any]], keys: list[str], path: str,
   plt = _plt()
   space = (declared or {}).get('design_space') or {}
   split = space.get('compare') or next(
-      (k for k in keys if len({json.dumps(_value(r, k)) for r in records}) <= 6), None)
+      (k for k in keys if len({json.dumps(points.value(r, k)) for r in records}) <= 6), None)
   curves = collections.OrderedDict()
   for r in records:
-    curves.setdefault(_value(r, split) if split else 'all runs', []).append(r)
+    curves.setdefault(points.value(r, split) if split else 'all runs', []).append(r)
   if not space and min(len(runs) for runs in curves.values()) < EDF_MIN_RUNS:
     split, curves = None, {'all runs': records}  # an EDF of a few seeds says nothing
   fig, (ax, scatter) = plt.subplots(1, 2, figsize=(11.5, 4.6), constrained_layout=True)
@@ -347,7 +266,7 @@ def error_edf_figure(records: list[dict[str, Any]], keys: list[str], path: str,
                      max(e.max() for e in errors.values()) + 0.05, 200)
   for k, (name, e) in enumerate(errors.items()):
     color = f'C{k}'
-    label = point_label({split: name}) if split else name
+    label = points.point_label({split: name}) if split else name
     s = np.sort(e)
     ax.step(np.concatenate([[grid[0]], s]), np.arange(len(s) + 1) / len(s), where='post',
             color=color, lw=1.6, label=f'{label} (n={len(s)}, mean error {e.mean():.2f}%)')
@@ -363,7 +282,8 @@ def error_edf_figure(records: list[dict[str, Any]], keys: list[str], path: str,
     c = stats.compare_spaces({k: 100 * (1 - v) for k, v in a.items()},
                              {k: 100 * (1 - v) for k, v in b.items()})
     i = c.mean_difference.interval
-    comparison = (f'\n{point_label({split: nb})} - {point_label({split: na})}: mean error '
+    name_of = lambda name: points.point_label({split: name})
+    comparison = (f'\n{name_of(nb)} - {name_of(na)}: mean error '
                   f'{i.mean:+.2f} points, 95% bootstrap interval [{i.lo:+.2f}, {i.hi:+.2f}]'
                   f'{" (paired by model)" if c.mean_difference.paired else ""}; '
                   f'KS distance {c.ks:.2f} (p={c.ks_p:.2g})')
@@ -382,7 +302,7 @@ def error_edf_figure(records: list[dict[str, Any]], keys: list[str], path: str,
   scatter.set_title('each model', fontsize=9)
   title = (declared or {}).get('title') or f'top-1 error over {len(records)} runs'
   caption = (declared or {}).get('caption') if space else None
-  fig.suptitle(textwrap.fill(f'{title}; {_context(records)}', 120)
+  fig.suptitle(textwrap.fill(f'{title}; {points.context(records)}', 120)
                + (f'\n{textwrap.fill(caption, 120)}' if caption else '') + comparison,
                fontsize=9)
   return _save(fig, path)
@@ -430,24 +350,24 @@ def table(records: list[dict[str, Any]], failed: list[dict[str, Any]], keys: lis
   beside it, then the findings: the declared claims tested on these results."""
   declared = declared or {}
   reference = declared.get('reference') or {}
-  points = reference.get('points', []) if len(keys) == 1 else []
+  paper_points = reference.get('points', []) if len(keys) == 1 else []
   label = reference.get('label', 'reference')
   header = [*keys, 'seeds', 'parameters', 'size (MiB)', 'MMACs', 'top-1 (%)', 'top-5 (%)',
             'wall (s)']
-  if points:
+  if paper_points:
     header += [f'{label} top-1 (%)', f'{label} top-5 (%)', f'{label} size (MB)']
-  lines = [f'Sweep: {_context(records)}.' if records else 'Sweep: no finished runs.', '',
+  lines = [f'Sweep: {points.context(records)}.' if records else 'Sweep: no finished runs.', '',
            '| ' + ' | '.join(header) + ' |',
            '|' + '|'.join(['---'] * len(keys) + ['--:'] * (len(header) - len(keys))) + '|']
-  groups = group(records, keys)
+  groups = points.group(records, keys)
   for g in groups:
-    cells = [_format(g[k]) for k in keys]
+    cells = [points.format_value(g[k]) for k in keys]
     cells += [str(len(g['runs'])), f'{g["params"]:,.0f}', f'{g["size_mib"]:.3f}',
               f'{g["macs"] / 1e6:.1f}' if g.get('macs') is not None else '',
               _pct(g, 'top1'), _pct(g, 'top5'),
               f'{g["wall_s"]:.0f}' if g.get('wall_s') is not None else '']
-    if points:
-      p = next((p for p in points if p['value'] == g[keys[0]]), {})
+    if paper_points:
+      p = next((p for p in paper_points if p['value'] == g[keys[0]]), {})
       cells += [f'{100 * p["top1"]:.1f}' if p.get('top1') is not None else '',
                 f'{100 * p["top5"]:.1f}' if p.get('top5') is not None else '',
                 f'{p["stated_mb"]:g}' if p.get('stated_mb') else '']
@@ -458,10 +378,10 @@ def table(records: list[dict[str, Any]], failed: list[dict[str, Any]], keys: lis
   if records and 'top5' not in metrics(records, declared):
     lines += ['', f'Top-5 is not drawn: of {records[0].get("num_classes")} classes, five '
               'guesses cover too many to tell networks apart.']
-  if points:
+  if paper_points:
     note = (f'{label.capitalize()}: {reference.get("source", "")} (stated numbers only; '
             'blank = not stated).')
-    if not _in_setting(records, reference):
+    if not points.in_setting(records, reference):
       note += ' This sweep\'s setting differs: compare shapes, not levels.'
     lines += ['', note]
   if failed:

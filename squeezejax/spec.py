@@ -35,6 +35,11 @@ COMPLEX_BYPASS_FIRES = (0, 2, 4, 6)  # fire2, fire4, fire6, fire8
 
 
 
+def not_allowed(field: str, value, allowed: str):
+  """The one-line error of every spec's validation: the bad value and what is allowed."""
+  raise UserError(f'{field}={value!r} is not allowed: expected {allowed}')
+
+
 def _round_half_up(x: float) -> int:
   return int(math.floor(x + 0.5))
 
@@ -142,9 +147,7 @@ class SqueezeNetSpec:
   # -- validation -------------------------------------------------------------
 
   def validate(self) -> None:
-    def bad(field, value, allowed):
-      raise UserError(f'{field}={value!r} is not allowed: expected {allowed}')
-
+    bad = not_allowed
     if self.layout not in LAYOUTS:
       bad('layout', self.layout, f'one of {", ".join(LAYOUTS)}')
     if self.bypass not in BYPASSES:

@@ -30,7 +30,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 from squeezejax.errors import UserError
-from squeezejax.spec import LayerCost, is_number, pool_output_size, totals
+from squeezejax.spec import LayerCost, is_number, not_allowed, pool_output_size, totals
 
 LAYOUTS = ('caffe', 'torchvision', 'small')
 INITS = ('caffe', 'torchvision')
@@ -90,9 +90,7 @@ class AlexNetSpec:
     self.validate()
 
   def validate(self) -> None:
-    def bad(field, value, allowed):
-      raise UserError(f'{field}={value!r} is not allowed: expected {allowed}')
-
+    bad = not_allowed
     if self.layout not in LAYOUTS:
       bad('layout', self.layout, f'one of {", ".join(LAYOUTS)}')
     if self.init not in INITS:

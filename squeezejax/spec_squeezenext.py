@@ -28,7 +28,7 @@ import math
 from typing import Any, ClassVar
 
 from squeezejax.errors import UserError
-from squeezejax.spec import LayerCost, is_number, pool_output_size, totals
+from squeezejax.spec import LayerCost, is_number, not_allowed, pool_output_size, totals
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,9 +86,7 @@ class SqueezeNeXtSpec:
   # -- validation -----------------------------------------------------------------------
 
   def validate(self) -> None:
-    def bad(field, value, allowed):
-      raise UserError(f'{field}={value!r} is not allowed: expected {allowed}')
-
+    bad = not_allowed
     def integer(v, lo):
       return not isinstance(v, bool) and isinstance(v, int) and v >= lo
 
