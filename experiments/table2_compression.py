@@ -1,17 +1,20 @@
-r"""Table 2 of the SqueezeNet paper on real Fashion-MNIST: SqueezeNet + Deep Compression.
+r"""Table 2 of the SqueezeNet paper on real Fashion-MNIST: AlexNet, SqueezeNet, Deep Compression.
 
   python experiments/table2_compression.py --workdir=runs/table2 [--seeds=2] [--preset=quick]
   squeezejax report --workdir=runs/table2      # table2.md and table2.png
 
-Per seed: train SqueezeNet-small (the quick Fashion-MNIST recipe at base_e = incr_e =
-32), then `squeezejax compress` it: prune to 33% of the weights (conv1 kept whole) in
-retrained steps (two in the quick preset, three in long), share weights at 8 bits (k-means + centroid fine-tuning); the 6-bit
-row shares the same pruned network at 6 bits; "+ Huffman" rewrites the 6-bit file with
-both streams Huffman coded (the same weights). Rows give top-1 (mean over seeds, with
-min-max), the file size in bytes and the paper's MB label, and the reduction against
-the float32 SqueezeNet file. The AlexNet rows need the AlexNet family (not in this
-package yet) and are reported as not run. A second table is at ImageNet scale: the
-authors' released file, our accounting of it, and recodings of its weights.
+Per seed, with the same trainer: train AlexNet-small (the paper's baseline, adapted to
+28 px; experiments/alexnet.py's quick recipe) and SqueezeNet-small (the Fashion-MNIST
+quick recipe, full width), then `squeezejax compress` SqueezeNet: prune to about a
+third of the weights in retrained steps, with a per-layer profile in the spirit of the
+authors' file (conv1 and the classifier whole, the 1x1s about half, the 3x3 expands
+hardest: DENSITY), then share weights at 8 bits (k-means + centroid fine-tuning); the
+6-bit row shares the same pruned network at 6 bits; "+ Huffman" rewrites the 6-bit file
+with both streams Huffman coded (the same weights). Rows give top-1 (mean over seeds,
+with min-max), the file size in bytes and the paper's MB label, and the reduction
+against AlexNet-small (by label, as the paper computes it, and by bytes) and against the
+float32 SqueezeNet file. A second table is at ImageNet scale: the authors' released
+file, our accounting of it, and recodings of its weights.
 
 A rerun skips finished steps (each train and compress workdir resumes or is skipped).
 """
@@ -26,20 +29,26 @@ import time
 
 import numpy as np
 
-from squeezejax import configs, files, train
+from squeezejax import configs, files, parallel, train
 from squeezejax.compression import accounting, compress, share, weights
 from squeezejax.compression import format as format_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DENSITY = 'conv1=1,*=0.33'
+# 32.7% of SqueezeNet-small's weights. The authors' ImageNet file keeps conv1 and most
+# 1x1s whole and the 3x3 expands at 30-33% (docs/compression.md); here the 1x1s, a
+# quarter of the weights, are halved so that the whole network reaches a third.
+DENSITY = 'conv1=1,conv10=1,*/squeeze=0.6,*/expand1x1=0.5,*/expand3x3=0.25'
 PRESETS = {
-    # steps of the base run, retraining per pruning step, centroid fine-tuning
-    'quick': dict(base_steps=1500, prune_iterations=2, retrain_steps=300, share_steps=200,
-                  width=32),
-    # gentler pruning: three steps to 33%, longer retraining
-    'long': dict(base_steps=1500, prune_iterations=3, retrain_steps=500, share_steps=200,
-                 width=32),
-    'test': dict(base_steps=20, prune_iterations=2, retrain_steps=4, share_steps=4, width=16),
+    # steps of the SqueezeNet run, retraining per pruning step, centroid fine-tuning;
+    # base_e = incr_e = width (128: squeezenet_small itself). AlexNet-small is
+    # experiments/alexnet.py:quick.
+    'quick': dict(base_steps=1500, prune_iterations=2, retrain_steps=300,
+                  share_steps=200, width=128),
+    # gentler pruning: three steps, longer retraining
+    'long': dict(base_steps=1500, prune_iterations=3, retrain_steps=500,
+                 share_steps=300, width=128),
+    'test': dict(base_steps=20, prune_iterations=2, retrain_steps=4,
+                 share_steps=4, width=16),
 }
 # The AlexNet the paper compresses (Caffe bvlc_alexnet, grouped convolutions):
 # 60,965,224 float32 parameters, which the paper labels 240MB.
@@ -55,6 +64,29 @@ def base_config(preset: str, seed: int):
   c.warmup_steps = min(c.warmup_steps, p['base_steps'] // 10)
   c.eval_every, c.seed = 0, seed
   return c
+
+
+def alexnet_config(preset: str, seed: int):
+  """experiments/alexnet.py's quick preset (its test preset for the test suite)."""
+  c = configs.load_module(os.path.join(HERE, 'alexnet.py')).get_config(
+      'test' if preset == 'test' else 'quick')
+  c.seed = seed
+  return c
+
+
+def trained(config, workdir: str) -> dict:
+  """result.json of a training run (trained first, unless a rerun finds it finished)."""
+  if not os.path.exists(os.path.join(workdir, 'result.json')):
+    config.lock()
+    train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, 'result.json')) as f:
+    return json.load(f)
+
+
+def float_row(name: str, seed: int, result: dict) -> dict:
+  nbytes = 4 * result['params']
+  return dict(row=name, seed=seed, top1=result['top1'], params=result['params'], bytes=nbytes,
+              label_mb=accounting.paper_label_mb(nbytes, compressed=False))
 
 
 def compress_config(preset: str, base, code_bits: int, from_pruned: bool):
@@ -82,16 +114,11 @@ def sparse_float32_bytes(encoded) -> int:
 
 
 def run_seed(workdir: str, preset: str, seed: int) -> list[dict]:
+  alexnet = trained(alexnet_config(preset, seed), os.path.join(workdir, f'seed{seed}', 'alexnet'))
   base_dir = os.path.join(workdir, f'seed{seed}', 'squeezenet')
   base = base_config(preset, seed)
-  base.lock()
-  if not os.path.exists(os.path.join(base_dir, 'result.json')):
-    train.train_and_evaluate(base, base_dir)
-  with open(os.path.join(base_dir, 'result.json')) as f:
-    result = json.load(f)
-  rows = [dict(row='SqueezeNet-small', seed=seed, top1=result['top1'], params=result['params'],
-               bytes=4 * result['params'], label_mb=accounting.paper_label_mb(
-                   4 * result['params'], compressed=False))]
+  rows = [float_row('AlexNet-small', seed, alexnet),
+          float_row('SqueezeNet-small', seed, trained(base, base_dir))]
   runs, last = {}, f'prune{PRESETS[preset]["prune_iterations"]}'  # the pruned network
   for bits, source in ((8, base_dir), (6, None)):
     out = os.path.join(workdir, f'seed{seed}', f'dc{bits}')
@@ -166,12 +193,13 @@ def main() -> int:
   parser.add_argument('--seeds', type=int, default=2)
   parser.add_argument('--preset', default='quick', choices=sorted(PRESETS))
   args = parser.parse_args()
+  parallel.configure_host()  # as the CLI does: a JAX device per core, before JAX starts
   t0 = time.time()
   rows = []
   for seed in range(args.seeds):
     rows += run_seed(args.workdir, args.preset, seed)
   record = {'preset': args.preset, 'seeds': args.seeds, 'density': DENSITY,
-            **PRESETS[args.preset], 'rows': rows, 'imagenet': imagenet_table(),
+            'alexnet_steps': alexnet_config(args.preset, 0).total_steps, **PRESETS[args.preset], 'rows': rows, 'imagenet': imagenet_table(),
             'wall_s': time.time() - t0}
   files.write_json(os.path.join(args.workdir, 'table2.json'), record)
   print(f'wrote {os.path.join(args.workdir, "table2.json")} in {record["wall_s"]:.0f} s')

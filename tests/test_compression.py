@@ -132,10 +132,12 @@ def test_bits_outside_one_to_eight(bits):
 
 def test_table2_report(tmp_path):
   from squeezejax import report
-  rows = [dict(row='SqueezeNet-small', seed=s, top1=t, bytes=40_000, label_mb=0.039)
-          for s, t in ((0, 0.90), (1, 0.88))]
-  rows += [dict(row='+ weight sharing, 6-bit', seed=s, top1=t, bytes=b, label_mb=0.0039,
-                density=0.334) for s, t, b in ((0, 0.89, 3_800), (1, 0.87, 4_000))]
+  rows = [dict(row='AlexNet-small', seed=s, top1=t, bytes=400_000, label_mb=0.38)
+          for s, t in ((0, 0.91), (1, 0.89))]
+  rows += [dict(row='SqueezeNet-small', seed=s, top1=t, bytes=40_000, label_mb=0.038)
+           for s, t in ((0, 0.90), (1, 0.88))]
+  rows += [dict(row='+ weight sharing, 6-bit', seed=s, top1=t, bytes=b, label_mb=0.0038,
+                density=0.334) for s, t, b in ((0, 0.89, 3_800), (1, 0.86, 4_000))]
   record = {'seeds': 2, 'density': '*=0.33', 'base_steps': 1, 'retrain_steps': 1,
             'share_steps': 1, 'rows': rows, 'imagenet': [dict(
                 row='x', bytes=675_763, label_mb=0.66, vs_alexnet_label=363.6,
@@ -143,7 +145,10 @@ def test_table2_report(tmp_path):
   (tmp_path / 'table2.json').write_text(json.dumps(record))
   md, png = report.make_report(str(tmp_path))
   text = open(md).read()
-  assert '| SqueezeNet-small | 100.0% | 89.00 [88.00, 90.00] | 40,000 | 0.039 | 1.0x |' in text
-  assert '| + weight sharing, 6-bit | 33.4% | 88.00 [87.00, 89.00] | 3,900 | 0.0039 | 10.3x |' in text
+  # reductions by label (0.38 / 0.038) and by bytes (400,000 / 40,000 = 10.0x)
+  assert '| AlexNet-small | 100.0% | 90.00 [89.00, 91.00] | +1.00 | 400,000 | 0.38 | 1.0x | 1.0x | 0.1x |' in text
+  assert '| SqueezeNet-small | 100.0% | 89.00 [88.00, 90.00] |  | 40,000 | 0.038 | 10.0x | 10.0x | 1.0x |' in text
+  # the paired change is the mean of the per-seed changes (-1, -2)
+  assert '| + weight sharing, 6-bit | 33.4% | 87.50 [86.00, 89.00] | -1.50 | 3,900 | 0.0038 | 100.0x | 102.6x | 10.3x |' in text
   assert '| x | 675,763 | 0.66 | 363.6x | 360.9x |' in text
   assert os.path.getsize(png) > 10_000
