@@ -117,3 +117,58 @@ def test_finetuning_keeps_the_loaded_spec_unless_a_field_is_set(folder, tmp_path
   configs.apply_overrides(config, {'spec.dropout_rate': '0.1', 'spec.squeeze_ratio': '0.25'})
   tuned = configs.spec_from_config(config, num_classes=3, in_channels=3, base=spec)
   assert (tuned.dropout_rate, tuned.squeeze_ratio, tuned.base_e) == (0.1, 0.25, 16)
+
+
+# -- linear probe (--probe) --------------------------------------------------------------
+
+
+def test_linear_probe_frozen_features(folder, init_dir, tmp_path, capsys):
+  def tree_bytes(directory):
+    return {os.path.relpath(os.path.join(d, f), directory): open(os.path.join(d, f), 'rb').read()
+            for d, _, names in os.walk(directory) for f in names}
+
+  before = tree_bytes(init_dir)
+  workdir = str(tmp_path / 'probe')
+  assert cli.main(['finetune', f'--init={init_dir}', f'--data={folder}', '--probe=fire9,conv1',
+                   '--steps=200', f'--workdir={workdir}']) == 0
+  printed = capsys.readouterr().out
+  assert tree_bytes(init_dir) == before  # the network is only read: features stay frozen
+  with open(os.path.join(workdir, finetune.PROBE_JSON)) as f:
+    result = json.load(f)
+  assert list(result['layers']) == ['conv1', 'fire9']  # network order
+  conv1 = result['layers']['conv1']
+  assert (conv1['channels'], conv1['stride'], conv1['examples']) == (64, 4, 6)
+  # Noisy colour squares are linearly separable in conv1's pooled (colour) features.
+  assert conv1['accuracy'] >= 5 / 6 and conv1['train_accuracy'] == 1.0  # chance: 1/3
+  assert set(conv1['per_class_accuracy']) == set(CLASSES)
+  # Only the probes were trained: a kernel, bias and standardisation per layer.
+  probes = np.load(os.path.join(workdir, finetune.PROBE_NPZ))
+  assert {k: probes[k].shape for k in probes.files} == {
+      'conv1/kernel': (64, 3), 'conv1/bias': (3,), 'conv1/mean': (64,), 'conv1/std': (64,),
+      'fire9/kernel': (64, 3), 'fire9/bias': (3,), 'fire9/mean': (64,), 'fire9/std': (64,)}
+  assert 'layer     channels  stride  train top-1  test top-1' in printed
+  assert f'conv1           64       4       1.0000  {conv1["accuracy"]:>10.4f}' in printed
+
+
+def test_train_probe_learns_a_separable_problem():
+  rng = np.random.default_rng(0)
+  centres = rng.normal(0, 1, (4, 20)) * 1e3  # an unstandardised scale, as pooled maps have
+  labels = np.arange(400) % 4
+  x = centres[labels] + rng.normal(0, 300, (400, 20))
+  probe = finetune.train_probe(x[:300], labels[:300], 4, steps=200)
+  assert np.mean(finetune.probe_predict(probe, x[300:]) == labels[300:]) > 0.95  # chance 0.25
+  assert probe['loss'][-1] < probe['loss'][0] / 5
+
+
+def test_probe_user_errors(folder, init_dir, tmp_path, capsys):
+  workdir = tmp_path / 'w'
+  base = ['finetune', f'--init={init_dir}', f'--data={folder}', f'--workdir={workdir}']
+  assert cli.main([*base, '--probe=conv1,fire99']) == 2
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and "unknown layer 'fire99'" in err
+  assert 'conv1, fire2, fire3, fire4, fire5, fire6, fire7, fire8, fire9, conv10, or all' in err
+  assert cli.main([*base, '--probe=fire9', '--config.lr=0.1']) == 2
+  assert '--config.lr: --config.* fields are the trainer' in capsys.readouterr().err
+  assert cli.main(base) == 2  # fine-tuning still needs --num_classes
+  assert '--num_classes is required' in capsys.readouterr().err
+  assert not workdir.exists()
