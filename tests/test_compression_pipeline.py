@@ -117,3 +117,25 @@ def test_bad_settings_exit_2_nothing_written(trained, tmp_path, capsys, flag, wo
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and word in err[0]
   assert not out.exists()
+
+
+def test_evaluation_on_a_multi_device_mesh_matches_one_device(compressed):
+  """The report's evaluation runs on the trainer's mesh: the decoded weights are placed
+  on all of its devices, not on the first one only."""
+  from squeezejax.compression import compress
+  config = compress.compress_config().train
+  config.update(dataset='synthetic', image_size=16, eval_batch_size=48, num_devices=2)
+  with open(os.path.join(compressed, compress_lib.REPORT_JSON)) as f:
+    one_device = json.load(f)['eval']
+  assert compress.evaluate(compressed, config)['top1'] == pytest.approx(one_device['top1'])
+
+
+def test_a_finished_compression_is_never_overwritten(compressed, trained, capsys):
+  before = {name: os.path.getmtime(os.path.join(compressed, name))
+            for name in os.listdir(compressed)}
+  capsys.readouterr()
+  assert cli.main(['compress', f'--checkpoint={trained}', f'--workdir={compressed}']) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'already holds a compressed model' in err[0]
+  assert before == {name: os.path.getmtime(os.path.join(compressed, name))
+                    for name in os.listdir(compressed)}

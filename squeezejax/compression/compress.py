@@ -146,7 +146,9 @@ def compress(c: ml_collections.ConfigDict, source: str, workdir: str) -> dict[st
       raise UserError(f'{source!r} records no dataset: set --config.train.dataset')
     train_config.dataset = meta['dataset']
   files.check_output_dir(workdir, '--workdir')
-  if os.path.exists(os.path.join(workdir, weights.NET_FILE)):
+  # A finished run has its report; without one (interrupted after the file was written)
+  # the rerun writes the same file again from its finished stages.
+  if os.path.exists(os.path.join(workdir, REPORT_JSON)):
     raise UserError(f'--workdir={workdir!r} already holds a compressed model: expected a new '
                     'directory')
   stages = os.path.join(workdir, STAGES)
@@ -207,10 +209,10 @@ def evaluate(directory: str, train_config) -> dict[str, float]:
   from squeezejax import checkpoint, data, parallel, step  # pylint: disable=g-import-not-at-top
   from squeezejax import model as model_lib  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict(train_config.to_dict())
-  spec, params, _ = checkpoint.load_model(directory)
+  mesh = parallel.make_mesh(c.num_devices)
+  spec, params, _ = checkpoint.load_model(directory, parallel.replicated(mesh))
   source = data.make_input(c)
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(spec)))
-  mesh = parallel.make_mesh(c.num_devices)
   eval_step = jax.jit(step.make_eval_step(graphdef, source.preprocessing),
                       compiler_options=parallel.compiler_options(c.cpu_convolutions))
   with jax.set_mesh(mesh):
