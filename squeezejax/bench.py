@@ -1,4 +1,4 @@
-"""`squeezejax bench`: train/eval/input throughput, MFU and, optionally, PyTorch eager.
+"""`squeezejax bench`: train/eval/input throughput, MFU and, optionally, PyTorch.
 
   squeezejax bench                                  # squeezenet1_1@224 b32, small@32 b128
   squeezejax bench --compare=torch --json=bench.json
@@ -18,11 +18,15 @@ the device inside a timing window except at its end.
 
 With `--compare=torch` the same network, `torch_reference.SqueezeNet(spec)` (the
 spec in torchvision's module tree: torchvision's own module for squeezenet1_0/1_1),
-trains in PyTorch eager (NCHW) on the same images, labels and initial weights, with
-the same loss (cross-entropy) and optimizer (SGD, momentum 0.9, the same weight
-decay). JAX, PyTorch and input windows are interleaved and each figure is a median
-over windows, so a busy machine slows all of them alike; the ratio is the median of
-per-window ratios. See docs/performance.md for results and what was tried.
+trains in PyTorch on the same images, labels and initial weights, with the same loss
+(cross-entropy) and optimizer (SGD, momentum 0.9, the same weight decay), in each of
+`--torch_configs` (`TORCH_CONFIGS`: eager NCHW, eager channels_last, torch.compile).
+JAX, PyTorch and input windows are interleaved and each figure is a median over
+windows, so a busy machine slows all of them alike; a ratio is the median of
+per-window ratios. The headline ratio is against the fastest PyTorch configuration,
+which the table and JSON name; a torch.compile that fails is recorded, not fatal.
+The JSON and the table also name the CPU and its vector/matrix flags. See
+docs/performance.md for results and what was tried.
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ DEFAULT_CASES = (('squeezenet1_1', 224, 32), ('squeezenet_small', 32, 128))
 LEARNING_RATE = 1e-3  # small and constant: the timed steps must not diverge
 WEIGHT_DECAY = 2e-4  # the paper's; torch's SGD(weight_decay=) adds the same L2 gradient
 MOMENTUM = 0.9
+# PyTorch's CPU set-ups: eager NCHW (its default), eager with the model and images in
+# torch.channels_last (NHWC in memory, oneDNN's preferred convolution layout), and
+# torch.compile (default mode, Inductor) of the forward and loss on NCHW images.
+TORCH_CONFIGS = ('eager', 'channels_last', 'compile')
+# The /proc/cpuinfo flags that decide which matmul/convolution kernels either side can use.
+CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +173,9 @@ class JaxCase:
       self.eval_step = eval_step.lower(self._weights(state), self.eval_batch).compile()
       self.compile_eval_s = time.perf_counter() - start
     self.state = jax.device_put(state, shardings)
-    block(self.train(1))  # first call: allocation, thread pools
+    # First calls (allocation, thread pools); the losses let tests check that both
+    # sides train the same network.
+    self.losses = [float(jax.device_get(self.train(1)['loss'])) for _ in range(2)]
     block(self.evaluate(1))
 
   def train(self, steps: int):
@@ -217,25 +229,43 @@ class InputCase:
 
 
 class TorchCase:
-  """PyTorch eager train step: zero_grad, forward, cross-entropy, backward, SGD step."""
+  """One PyTorch configuration's train step (`config`, one of TORCH_CONFIGS): zero_grad,
+  forward, cross-entropy, backward, SGD step. `warmup_steps` run at once (torch.compile
+  compiles in the first); their losses are kept in `losses`."""
 
-  def __init__(self, case: Case, params: dict, images: np.ndarray, labels: np.ndarray):
+  def __init__(self, case: Case, params: dict, images: np.ndarray, labels: np.ndarray,
+               config: str = 'eager', warmup_steps: int = 2):
     import torch  # pylint: disable=g-import-not-at-top
     from squeezejax import torch_reference  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(parallel.cpu_count())
     self.torch = torch
+    self.config = config
     self.module = torch_reference.from_params(case.spec, params).train()
+    self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    if config == 'channels_last':
+      self.module = self.module.to(memory_format=torch.channels_last)
+      self.images = self.images.contiguous(memory_format=torch.channels_last)
+    self.labels = torch.from_numpy(labels.astype(np.int64))
+    module = self.module
+
+    def loss(images, labels):
+      return torch.nn.functional.cross_entropy(module(images), labels)
+
+    if config == 'compile':
+      # Every case's `loss` is the same code object: without a reset Dynamo counts a
+      # new case as a recompile and, past its limit, silently runs it eagerly.
+      torch.compiler.reset()
+      loss = torch.compile(loss)
+    self.loss = loss
     self.optimizer = torch.optim.SGD(self.module.parameters(), lr=LEARNING_RATE,
                                      momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-    self.labels = torch.from_numpy(labels.astype(np.int64))
-    self.train(1)
+    self.losses = [self.train(1).item() for _ in range(warmup_steps)]
 
   def train(self, steps: int):
     loss = None
     for _ in range(steps):
       self.optimizer.zero_grad(set_to_none=True)
-      loss = self.torch.nn.functional.cross_entropy(self.module(self.images), self.labels)
+      loss = self.loss(self.images, self.labels)
       loss.backward()
       self.optimizer.step()
     return loss
@@ -253,13 +283,40 @@ def torch_version() -> str | None:
   return torch.__version__
 
 
+def cpu_info() -> dict[str, Any]:
+  """The CPU's model name and which of CPU_FLAGS it has (/proc/cpuinfo; flags None
+  where that file or its x86 `flags` line is missing)."""
+  info = {'model_name': platform.processor() or None, 'flags': None}
+  try:
+    with open('/proc/cpuinfo') as f:
+      lines = f.read().splitlines()
+  except OSError:
+    return info
+  for line in lines:
+    key, _, value = line.partition(':')
+    key = key.strip()
+    if key == 'model name' and value.strip():
+      info['model_name'] = value.strip()
+    elif key == 'flags' and info['flags'] is None:
+      present = set(value.split())
+      info['flags'] = {flag: flag in present for flag in CPU_FLAGS}
+  return info
+
+
+def _error_text(error: Exception, limit: int = 2000) -> str:
+  text = f'{type(error).__name__}: {error}'
+  return text if len(text) <= limit else text[:limit] + ' ...'
+
+
 # -- One case, all measurements interleaved --------------------------------------------
 
 
 def run_case(case: Case, *, dtype: str, compare: str, mesh, peak_gflops: float,
              windows: int, steps: int, cpu_convolutions: tuple[str, ...] = ('eigen',),
+             torch_configs: tuple[str, ...] = TORCH_CONFIGS,
              say: Callable[[str], None] = print) -> list[dict[str, Any]]:
-  """One result per `cpu_convolutions` choice, all timed in the same interleaved windows."""
+  """One result per `cpu_convolutions` choice, all timed in the same interleaved windows
+  (with `compare='torch'`, against each of `torch_configs`)."""
   spec, size, batch = case.spec, case.image_size, case.batch_size
   rng = np.random.default_rng(0)
   images = rng.standard_normal((batch, size, size, spec.in_channels), np.float32)
@@ -270,28 +327,41 @@ def run_case(case: Case, *, dtype: str, compare: str, mesh, peak_gflops: float,
                for conv in cpu_convolutions}
   initial_params = next(iter(jax_cases.values())).initial_params
   input_case = InputCase(case, mesh)
-  torch_case = None
-  if compare == 'torch':
-    torch_case = TorchCase(case, initial_params, images, labels)
+  torch_cases, torch_errors = {}, {}
+  for config in (torch_configs if compare == 'torch' else ()):
+    if config != 'compile':
+      torch_cases[config] = TorchCase(case, initial_params, images, labels, config)
+      continue
+    say('  torch.compile: compiling')
+    try:  # Inductor needs a working C++ toolchain; without one the others still run
+      torch_cases[config] = TorchCase(case, initial_params, images, labels, config)
+    except Exception as e:  # pylint: disable=broad-except
+      torch_errors[config] = _error_text(e)
+      say(f'  torch.compile failed, left out: {torch_errors[config].splitlines()[0]}')
 
-  times = {'input': [], 'torch': []}
+  times = {'input': []}
   times.update({(conv, kind): [] for conv in jax_cases for kind in ('train', 'eval')})
+  times.update({('torch', config): [] for config in torch_cases})
   for _ in range(windows):
     with jax.set_mesh(mesh):
       for conv, jax_case in jax_cases.items():
         times[conv, 'train'].append(timed(jax_case.train, steps, block))
         times[conv, 'eval'].append(timed(jax_case.evaluate, steps, block))
     times['input'].append(timed(input_case.run, steps, block))
-    if torch_case is not None:
-      times['torch'].append(timed(torch_case.train, steps, TorchCase.sync))
+    for config, torch_case in torch_cases.items():
+      times['torch', config].append(timed(torch_case.train, steps, TorchCase.sync))
+  torch_runs = {config: {'times': times.get(('torch', config)), 'error': torch_errors.get(config),
+                         'losses': torch_cases[config].losses if config in torch_cases else None}
+                for config in (torch_configs if compare == 'torch' else ())}
   return [_result(case, dtype, mesh, peak_gflops, windows, steps, conv, jax_cases[conv],
-                  times[conv, 'train'], times[conv, 'eval'], times['input'], times['torch'])
+                  times[conv, 'train'], times[conv, 'eval'], times['input'], torch_runs)
           for conv in jax_cases]
 
 
 def _result(case: Case, dtype: str, mesh, peak_gflops: float, windows: int, steps: int,
             conv: str, jax_case: JaxCase, train_times: list[float], eval_times: list[float],
-            input_times: list[float], torch_times: list[float]) -> dict[str, Any]:
+            input_times: list[float], torch_runs: dict[str, dict[str, Any]]
+            ) -> dict[str, Any]:
   spec, size, batch = case.spec, case.image_size, case.batch_size
   rate = lambda seconds: statistics.median(steps * batch / t for t in seconds)
   macs = spec.cost(size)['macs']
@@ -313,14 +383,26 @@ def _result(case: Case, dtype: str, mesh, peak_gflops: float, windows: int, step
       'compile_train_s': jax_case.compile_train_s, 'compile_eval_s': jax_case.compile_eval_s,
       'train_gflops': train_gflops, 'eval_gflops': eval_img_s * 2 * macs / 1e9,
       'peak_matmul_gflops': peak_gflops, 'mfu': train_gflops / peak_gflops,
-      'torch_img_s': None, 'ratio': None, 'windows': windows, 'steps_per_window': steps,
+      'torch_img_s': None, 'ratio': None, 'torch_best': None, 'torch': {},
+      'windows': windows, 'steps_per_window': steps,
       'train_img_s_windows': [steps * batch / t for t in train_times],
+      'squeezejax_losses': jax_case.losses,  # of the warm-up steps, as each torch entry's
   }
   result['input_to_train'] = result['input_img_s'] / train_img_s
-  if torch_times:
-    result['torch_img_s'] = rate(torch_times)
-    result['ratio'] = statistics.median(t / j for j, t in zip(train_times, torch_times))
-    result['torch_img_s_windows'] = [steps * batch / t for t in torch_times]
+  for config, run in torch_runs.items():
+    entry = {'img_s': None, 'ratio': None, 'img_s_windows': None, 'losses': run['losses'],
+             'error': run['error']}
+    if run['times']:
+      entry.update(img_s=rate(run['times']),
+                   ratio=statistics.median(t / j for j, t in zip(train_times, run['times'])),
+                   img_s_windows=[steps * batch / t for t in run['times']])
+    result['torch'][config] = entry
+  timed_configs = [c for c, entry in result['torch'].items() if entry['img_s'] is not None]
+  if timed_configs:  # the headline: against the fastest PyTorch configuration
+    best = max(timed_configs, key=lambda c: result['torch'][c]['img_s'])
+    entry = result['torch'][best]
+    result.update(torch_best=best, torch_img_s=entry['img_s'], ratio=entry['ratio'],
+                  torch_img_s_windows=entry['img_s_windows'])
   return result
 
 
@@ -348,19 +430,53 @@ def parse_cases(models: str, image_size: int, batch_size: int, spec_flags: dict[
   return cases
 
 
-def table(results: list[dict[str, Any]]) -> str:
+def describe_cpu(cpu: dict[str, Any]) -> str:
+  flags = cpu['flags']
+  if flags is None:
+    return f'{cpu["model_name"] or "unknown CPU"} (flags unknown)'
+  have = [f for f in CPU_FLAGS if flags[f]]
+  lack = [f for f in CPU_FLAGS if not flags[f]]
+  return (f'{cpu["model_name"] or "unknown CPU"} ({", ".join(have) or "none of " + ", ".join(lack)}'
+          + (f'; no {", ".join(lack)})' if have and lack else ')'))
+
+
+def table(results: list[dict[str, Any]], cpu: dict[str, Any] | None = None,
+          peak_gflops: float | None = None) -> str:
+  """Markdown: the CPU and matmul peak, one row per result (the ratio against the fastest
+  PyTorch configuration, named), then each PyTorch configuration's own row."""
   show = lambda v, f: '' if v is None else format(v, f)
-  lines = ['| model | px | batch | dtype | convs | splits | train img/s | torch img/s | ratio '
-           '| eval img/s | input img/s | compile s | train GFLOP/s | MFU |',
-           '|---|--:|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|']
+  lines = []
+  if cpu is not None:
+    lines.append(f'CPU: {describe_cpu(cpu)}, {parallel.cpu_count()} cores')
+  if peak_gflops is not None:
+    lines.append(f'float32 matmul peak: {peak_gflops:.1f} GFLOP/s')
+  if lines:
+    lines.append('')
+  lines += ['| model | px | batch | dtype | convs | splits | train img/s | best torch '
+            '| torch img/s | ratio | eval img/s | input img/s | compile s | train GFLOP/s '
+            '| MFU |',
+            '|---|--:|--:|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|']
   for r in results:
     lines.append(
         f'| {r["model"]} | {r["image_size"]} | {r["batch_size"]} | {r["dtype"]} | '
         f'{r["cpu_convolutions"] or ""} | {r["batch_splits"]} | '
-        f'{r["squeezejax_img_s"]:.1f} | {show(r["torch_img_s"], ".1f")} | '
-        f'{show(r["ratio"], ".2f")} | {r["eval_img_s"]:.1f} | {r["input_img_s"]:.0f} | '
+        f'{r["squeezejax_img_s"]:.1f} | {r["torch_best"] or ""} | '
+        f'{show(r["torch_img_s"], ".1f")} | {show(r["ratio"], ".2f")} | '
+        f'{r["eval_img_s"]:.1f} | {r["input_img_s"]:.0f} | '
         f'{r["compile_train_s"] + r["compile_eval_s"]:.1f} | {r["train_gflops"]:.1f} | '
         f'{100 * r["mfu"]:.1f}% |')
+  if any(r['torch'] for r in results):
+    lines += ['', '| model | px | batch | convs | PyTorch | torch img/s | ratio | |',
+              '|---|--:|--:|---|---|--:|--:|---|']
+    for r in results:
+      for config, entry in r['torch'].items():
+        note = 'best' if config == r['torch_best'] else ''
+        if entry['error']:
+          note = 'failed: ' + entry['error'].splitlines()[0][:100].replace('|', '/')
+        lines.append(f'| {r["model"]} | {r["image_size"]} | {r["batch_size"]} | '
+                     f'{r["cpu_convolutions"] or ""} | {config} | '
+                     f'{show(entry["img_s"], ".1f")} | {show(entry["ratio"], ".2f")} | '
+                     f'{note} |')
   return '\n'.join(lines)
 
 
@@ -385,6 +501,9 @@ def main(argv: list[str]) -> int:
   parser.add_argument('--dtype', choices=configs.DTYPES, default='float32',
                       help='compute dtype (parameters stay float32)')
   parser.add_argument('--compare', choices=('none', 'torch'), default='none')
+  parser.add_argument('--torch_configs', default=','.join(TORCH_CONFIGS),
+                      help='with --compare=torch, the PyTorch set-ups to time (comma-separated): '
+                           + ', '.join(TORCH_CONFIGS))
   parser.add_argument('--json', default='', help='write {"results": [...]} here')
   parser.add_argument('--windows', type=int, default=5, help='timing windows per measurement')
   parser.add_argument('--steps', type=int, default=3, help='steps per timing window')
@@ -401,6 +520,11 @@ def main(argv: list[str]) -> int:
   if args.json:
     files.check_output_file(args.json, '--json')  # before minutes of measuring
   convs = tuple(dict.fromkeys(args.cpu_convolutions.split(',')))
+  torch_configs = tuple(dict.fromkeys(args.torch_configs.split(',')))
+  for config in torch_configs:
+    if config not in TORCH_CONFIGS:
+      raise UserError(f'--torch_configs={args.torch_configs!r} is not allowed: expected a '
+                      f'comma-separated subset of {", ".join(TORCH_CONFIGS)}')
   for conv in convs:
     parallel.compiler_options(conv)  # a one-line error for a bad name
   cases = parse_cases(args.model, args.image_size, args.batch_size, spec_flags,
@@ -417,17 +541,19 @@ def main(argv: list[str]) -> int:
     step_lib.batch_splits(case.config, mesh)  # its one-line error before any compile
 
   peak = matmul_peak_gflops(mesh, args.peak_size)
-  print(f'{mesh.size} x {jax.devices()[0].device_kind}, {parallel.cpu_count()} CPU cores; '
-        f'float32 matmul peak {peak:.1f} GFLOP/s', flush=True)
+  cpu = cpu_info()
+  print(f'{mesh.size} x {jax.devices()[0].device_kind}, {parallel.cpu_count()} CPU cores '
+        f'({describe_cpu(cpu)}); float32 matmul peak {peak:.1f} GFLOP/s', flush=True)
   results = []
   for case in cases:
     results.extend(run_case(case, dtype=args.dtype, compare=args.compare, mesh=mesh,
                             peak_gflops=peak, windows=args.windows, steps=args.steps,
-                            cpu_convolutions=convs,
+                            cpu_convolutions=convs, torch_configs=torch_configs,
                             say=lambda m: print(m, flush=True)))
-  print(table(results))
+  print(table(results, cpu, peak))
   if args.json:
-    report = {'results': results, 'peak_matmul_gflops': peak, 'environment': environment()}
+    report = {'results': results, 'peak_matmul_gflops': peak, 'cpu': cpu,
+              'environment': environment()}
     files.write_json(args.json, report)
     print(f'wrote {args.json}')
   return 0

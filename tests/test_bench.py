@@ -1,5 +1,6 @@
 """The benchmark harness on a tiny config: it runs, writes its JSON schema, gives positive
-numbers, and its PyTorch model is the same network as the JAX one. No timing assertions."""
+numbers, and each PyTorch configuration trains the same network as the JAX one. No timing
+assertions."""
 
 import json
 
@@ -14,12 +15,16 @@ from squeezejax import model as model_lib
 from squeezejax import spec as spec_lib
 from squeezejax.errors import UserError
 
+# No dropout, so that every side's losses are the same numbers (each draws its own masks).
 TINY = ['--model=squeezenet_small', '--image_size=16', '--batch_size=8', '--spec.base_e=16',
-        '--spec.incr_e=16', '--windows=2', '--steps=1', '--peak_size=64']
+        '--spec.incr_e=16', '--spec.dropout_rate=0', '--windows=2', '--steps=1',
+        '--peak_size=64']
 
 
 @pytest.fixture(scope='module')
 def report(tmp_path_factory):
+  """All three PyTorch configurations: the suite's one torch.compile (cached on disk by
+  Inductor after the first run)."""
   path = tmp_path_factory.mktemp('bench') / 'bench.json'
   assert bench.main([*TINY, '--compare=torch', '--cpu_convolutions=eigen,ynnpack',
                      f'--json={path}']) == 0
@@ -41,6 +46,62 @@ def test_json_schema_and_positive_numbers(report):
   assert len(result['train_img_s_windows']) == 2 and len(result['torch_img_s_windows']) == 2
   assert report['peak_matmul_gflops'] == result['peak_matmul_gflops']
   assert report['environment']['torch'] == torch.__version__
+  cpu = report['cpu']
+  assert isinstance(cpu['model_name'], str) and cpu['model_name']
+  if cpu['flags'] is not None:  # x86 Linux
+    assert set(cpu['flags']) == set(bench.CPU_FLAGS)
+    assert all(isinstance(v, bool) for v in cpu['flags'].values())
+
+
+def test_every_torch_configuration_is_timed_and_the_best_is_the_headline(report):
+  for result in report['results']:
+    configs = result['torch']
+    assert list(configs) == list(bench.TORCH_CONFIGS)
+    for name, entry in configs.items():
+      assert entry['error'] is None, (name, entry['error'])
+      assert entry['img_s'] > 0 and entry['ratio'] > 0 and len(entry['img_s_windows']) == 2
+    best = max(configs, key=lambda name: configs[name]['img_s'])
+    assert result['torch_best'] == best
+    assert result['torch_img_s'] == configs[best]['img_s']
+    assert result['ratio'] == configs[best]['ratio']
+    assert result['torch_img_s_windows'] == configs[best]['img_s_windows']
+  text = bench.table(report['results'], report['cpu'], report['peak_matmul_gflops'])
+  assert report['cpu']['model_name'] in text
+  assert f'{report["peak_matmul_gflops"]:.1f} GFLOP/s' in text
+  assert '| best torch |' in text and f'| {report["results"][0]["torch_best"]} |' in text
+  for name in bench.TORCH_CONFIGS:
+    assert f'| {name} |' in text
+
+
+def test_every_configuration_trains_the_same_network(report):
+  """The two warm-up steps' losses: the first is the forward pass on the same weights,
+  the second follows one SGD step, so its change checks gradients and update too."""
+  result = report['results'][0]
+  eager = np.array(result['torch']['eager']['losses'])
+  assert len(eager) == 2 and eager[0] != eager[1]
+  sides = {name: entry['losses'] for name, entry in result['torch'].items()}
+  sides['squeezejax'] = result['squeezejax_losses']
+  for name, losses in sides.items():
+    losses = np.array(losses)
+    np.testing.assert_allclose(losses, eager, rtol=1e-5, err_msg=name)
+    np.testing.assert_allclose(losses[1] - losses[0], eager[1] - eager[0],
+                               rtol=0.05, atol=2e-6, err_msg=name)
+
+
+def test_a_failed_torch_compile_is_recorded_not_fatal(monkeypatch, tmp_path):
+  def fail(*args, **kwargs):
+    raise RuntimeError('no C++ compiler\nsecond line')
+  monkeypatch.setattr(torch, 'compile', fail)
+  path = tmp_path / 'bench.json'
+  assert bench.main([*TINY, '--windows=1', '--compare=torch',
+                     '--torch_configs=eager,compile', f'--json={path}']) == 0
+  result, = json.loads(path.read_text())['results']
+  assert list(result['torch']) == ['eager', 'compile']
+  failed = result['torch']['compile']
+  assert failed['error'] == 'RuntimeError: no C++ compiler\nsecond line'
+  assert failed['img_s'] is None and failed['ratio'] is None
+  assert result['torch_best'] == 'eager' and result['ratio'] > 0
+  assert '| compile |  |  | failed: RuntimeError: no C++ compiler |' in bench.table([result])
 
 
 def test_cases_are_the_trainers_config_and_spec():
@@ -70,23 +131,27 @@ def random_params(spec):
                           'conv10_relu': 'False'}),
     ('squeezenet1_1', {'num_classes': '10'}),
 ])
-def test_torch_module_is_the_same_network(model, flags, monkeypatch):
-  """bench's PyTorch model: the torch twin of the case's spec holding the JAX initial
-  weights (torchvision's module tree and key names)."""
+def test_torch_module_is_the_same_network(model, flags):
+  """bench's PyTorch model, NCHW and channels_last: the torch twin of the case's spec
+  holding the JAX initial weights (torchvision's module tree and key names)."""
   case, = bench.parse_cases(model, 33, 8, flags)
   graphdef, params = random_params(case.spec)
   images = np.random.default_rng(0).standard_normal((8, 33, 33, 3), np.float32)
   labels = np.zeros(8, np.int32)
-  monkeypatch.setattr(bench.TorchCase, 'train', lambda self, steps: None)  # keep the weights
-  module = bench.TorchCase(case, params, images, labels).module.eval()
-  assert isinstance(module, torch_reference.SqueezeNet)
-  np.testing.assert_array_equal(module.features[0].weight.detach().numpy(),
-                                np.transpose(params['conv1']['kernel'], (3, 2, 0, 1)))
-  with torch.no_grad():
-    torch_logits = module(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
   jax_logits = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))(params, images)
-  np.testing.assert_allclose(torch_logits, jax_logits, rtol=1e-4,
-                             atol=1e-4 * np.abs(torch_logits).max())
+  for config in ('eager', 'channels_last'):
+    torch_case = bench.TorchCase(case, params, images, labels, config, warmup_steps=0)
+    module = torch_case.module.eval()
+    assert isinstance(module, torch_reference.SqueezeNet)
+    np.testing.assert_array_equal(module.features[0].weight.detach().numpy(),
+                                  np.transpose(params['conv1']['kernel'], (3, 2, 0, 1)))
+    if config == 'channels_last':
+      assert torch_case.images.is_contiguous(memory_format=torch.channels_last)
+      assert module.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+      torch_logits = module(torch_case.images).numpy()
+    np.testing.assert_allclose(torch_logits, jax_logits, rtol=1e-4,
+                               atol=1e-4 * np.abs(torch_logits).max(), err_msg=config)
 
 
 @pytest.mark.parametrize('argv,message', [
@@ -99,6 +164,7 @@ def test_torch_module_is_the_same_network(model, flags, monkeypatch):
     (['--model=squeezenet_small', '--spec.in_channels=0'], 'in_channels=0'),
     (['--model=squeezenet_small', '--batch_size=12'], 'batch_size=12'),  # 8 devices
     (['--compare=tensorflow'], 'compare'),
+    (['--compare=torch', '--torch_configs=eager,jit'], "torch_configs='eager,jit'"),
     (['--cpu_convolutions=eigen,mkl'], "cpu_convolutions='mkl'"),
     (['--model=squeezenet_small', '--batch_splits=3'], 'batch_splits=3'),
 ])
