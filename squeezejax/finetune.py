@@ -291,8 +291,8 @@ def linear_probe(init: str, data_path: str, layers: str, workdir: str, *,
     result['layers'][name] = layer
     weights.update({f'{name}/{k}': v for k, v in probe.items() if k != 'loss'})
   os.makedirs(workdir, exist_ok=True)
-  files.write_json(os.path.join(workdir, PROBE_JSON), result)
   np.savez(os.path.join(workdir, PROBE_NPZ), **weights)
+  files.write_json(os.path.join(workdir, PROBE_JSON), result)  # last: the run is complete
   return result
 
 
