@@ -80,5 +80,5 @@ def get_report(arg: str = 'quick') -> dict:
       'x': 'width',
       'figure': 'squeezenext_width_depth.png',
       'title': 'SqueezeNeXt: width multiplier x stage depths (Fashion-MNIST)',
-      'caption': 'one line per depth setting; the paper reports ImageNet only',
+      'caption': 'one point per (width, depths) network; the paper reports ImageNet only',
   }
