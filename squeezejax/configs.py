@@ -34,6 +34,7 @@ DTYPES = ('float32', 'bfloat16')
 CPU_CONVOLUTIONS = ('eigen', 'ynnpack')
 LAYERS = ('auto', 'textbook', 'cpu')  # squeezejax.layers' formulations
 DATA_ON_DEVICE = ('auto', 'on', 'off')
+SEED_AXES = ('auto', 'vmap', 'map')
 DURATIONS = ('total_steps', 'num_epochs')
 # Spec fields the dataset decides; every other spec field is a `config.spec.*` key.
 FROM_DATASET = ('num_classes', 'in_channels')
@@ -85,9 +86,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.weight_decay = 2e-4
   c.grad_clip = 0.0  # global norm; 0 = off
   c.seed = 0
-  # Train seeds seed .. seed+num_seeds-1 together in one vmapped step (same data
+  # Train seeds seed .. seed+num_seeds-1 together in one jitted step (same data
   # order; own init, augmentation and dropout): many small runs for one compile.
   c.num_seeds = 1
+  # How that step runs the seeds: 'vmap' (batched: grouped convolutions, which XLA:CPU
+  # runs slowly) | 'map' (each seed's own ordinary convolutions, unrolled in the step) |
+  # 'auto' = 'map' on CPU, else 'vmap'. The same state and checkpoints either way.
+  c.seed_axis = 'auto'
   # Sharding: data parallel over all devices; fsdp also shards parameters and
   # optimizer state over the same 'data' axis.
   c.fsdp = False
@@ -261,6 +266,7 @@ SCHEMA = {
     'dtype': _one_of(*DTYPES),
     'layers': _one_of(*LAYERS),
     'data_on_device': _one_of(*DATA_ON_DEVICE),
+    'seed_axis': _one_of(*SEED_AXES),
     'cpu_convolutions': _one_of(*CPU_CONVOLUTIONS),
     'augment': _one_of(*data_core.AUGMENTATIONS),
     'compressed': _one_of('', 'pruned', 'shared'),

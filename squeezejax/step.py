@@ -81,6 +81,33 @@ def batch_splits(config, mesh) -> int:
   return 4 if single_cpu and per_device % 4 == 0 else 1
 
 
+def resolve_seed_axis(seed_axis: str) -> str:
+  """How one step runs several seeds (config.seed_axis), 'auto' resolved. 'vmap'
+  batches the seeds, which turns every convolution into a grouped one (a group per
+  seed): GPUs and TPUs run those well, XLA:CPU slowly. 'map' runs each seed's own
+  ordinary convolutions, one seed after another in the same step."""
+  if seed_axis != 'auto':
+    return seed_axis
+  return 'map' if jax.default_backend() == 'cpu' else 'vmap'
+
+
+def _over_seeds(fn, seed_axis: str, per_seed: tuple[bool, ...]):
+  """fn over the leading seed axis of the arguments marked in `per_seed` (the others
+  shared by every seed), by 'vmap' or 'map': the same values up to float rounding.
+
+  'map' unrolls the seeds in the program rather than looping (jax.lax.map): XLA:CPU
+  runs a convolution inside a while loop far slower than the same one outside it."""
+  if seed_axis == 'vmap':
+    return jax.vmap(fn, in_axes=tuple(0 if p else None for p in per_seed))
+
+  def mapped(*args):
+    num_seeds = jax.tree.leaves([a for a, p in zip(args, per_seed) if p])[0].shape[0]
+    outs = [fn(*(jax.tree.map(lambda x, i=i: x[i], a) if p else a
+                 for a, p in zip(args, per_seed))) for i in range(num_seeds)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+  return mapped
+
+
 def _split(x: jax.Array, k: int) -> jax.Array:
   """[batch, ...] -> [k, batch / k, ...]; part j is rows j, j + k, ..., so that
   every device keeps its own rows."""
@@ -94,8 +121,9 @@ def make_train_step(graphdef, tx, config, prep: Preprocessing, splits: int = 1):
   """(state, batch) -> (state, metrics).
 
   With config.num_seeds > 1 the state holds that many networks (a leading seed
-  axis), initialised from seeds seed, seed+1, ...: one vmapped step trains them
-  all on the same batches, each with its own augmentation and dropout.
+  axis), initialised from seeds seed, seed+1, ...: one step trains them all on the
+  same batches, each with its own augmentation and dropout, vmapped or mapped over
+  the seed axis (`resolve_seed_axis`).
   `config.accum_steps` micro-batches are scanned and their gradients averaged;
   `splits` (see `batch_splits`) computes each micro-batch's gradient as the mean
   over that many independent sub-batches, which XLA:CPU runs side by side on
@@ -159,31 +187,39 @@ def make_train_step(graphdef, tx, config, prep: Preprocessing, splits: int = 1):
       params, batch_stats, opt_state, metrics = update(*args, config.seed)
     else:
       seeds = config.seed + jnp.arange(config.num_seeds)
-      params, batch_stats, opt_state, metrics = jax.vmap(
-          update, in_axes=(0, 0, 0, None, None, 0))(*args, seeds)
+      params, batch_stats, opt_state, metrics = _over_seeds(
+          update, resolve_seed_axis(config.seed_axis),
+          (True, True, True, False, False, True))(*args, seeds)
     return {'params': params, 'batch_stats': batch_stats, 'opt_state': opt_state,
             'step': state['step'] + 1}, metrics
 
   return train_step
 
 
-def make_eval_step(graphdef, prep: Preprocessing, num_seeds: int = 1):
+def make_eval_step(graphdef, prep: Preprocessing, num_seeds: int = 1,
+                   seed_axis: str | None = 'auto'):
   """(weights, batch) -> sums of (loss, correct top-1, correct top-5, count) over valid
-  rows (per seed, vmapped, when the weights carry a seed axis)."""
+  rows (per seed, over the seed axis as `resolve_seed_axis` says, when the weights
+  carry one)."""
 
-  def eval_step(weights, batch):
-    images = batch['image']
-    if images.dtype == jnp.uint8:
-      images = prep.eval(images)
+  def sums(weights, images, labels, mask):
     logits = nnx.merge(graphdef, weights)(images)
-    labels, mask = batch['label'], batch['mask']
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     k = min(5, logits.shape[-1])
     top5 = (jax.lax.top_k(logits, k)[1] == labels[:, None]).any(-1)
     return {'loss': (loss * mask).sum(), 'top1': ((logits.argmax(-1) == labels) * mask).sum(),
             'top5': (top5 * mask).sum(), 'count': mask.sum()}
 
-  return eval_step if num_seeds == 1 else jax.vmap(eval_step, in_axes=(0, None))
+  if num_seeds > 1:
+    sums = _over_seeds(sums, resolve_seed_axis(seed_axis), (True, False, False, False))
+
+  def eval_step(weights, batch):
+    images = batch['image']
+    if images.dtype == jnp.uint8:  # once for every seed
+      images = prep.eval(images)
+    return sums(weights, images, batch['label'], batch['mask'])
+
+  return eval_step
 
 
 def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:

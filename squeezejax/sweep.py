@@ -347,9 +347,12 @@ def _changed_points(base, points: list[Point], lines: list[dict[str, Any]], work
   overrides = {r['run_dir']: r['overrides'] for r in lines
                if {'run_dir', 'overrides'} <= r.keys()}
   overrides.update({p.name: p.overrides for p in points})
+  # A config field added to the trainer since a point ran counts as its default there.
+  defaults = configs.base_config().to_dict()
   changed = {}
   for name, point_overrides in overrides.items():
     old = results.recorded_config(os.path.join(workdir, name))
+    old = old if old is None else {**defaults, **old}
     new = point_config(base, Point(name, point_overrides)).to_dict()
     if old is not None and (diff := results.config_changes(old, new)):
       changed[name] = diff
@@ -382,7 +385,8 @@ def main(argv: list[str]) -> int:
   add('--config', required=True, help='experiments/FILE.py:PRESET')
   add('--workdir', required=True, help='sweep directory (one run dir per point)')
   add('--seeds', type=int, default=1, help='seeds per grid point')
-  add('--vmap_seeds', action='store_true', help='train the seeds of a point in one vmapped step')
+  add('--vmap_seeds', action='store_true',
+      help='train the seeds of a point in one step (config.seed_axis: vmap, or map on CPU)')
   add('--executor', choices=EXECUTORS, default='local')
   add('--retry_failed', action='store_true', help='rerun failed points')
   add('--rerun_changed', action='store_true',

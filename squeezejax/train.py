@@ -112,11 +112,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   per_process, per_device = parallel.check_batch(mesh, config.batch_size)
   parallel.check_batch(mesh, config.eval_batch_size, 'eval_batch_size')
   splits = step_lib.batch_splits(config, mesh)
+  # How one step runs several seeds ('vmap' | 'map'), said here and kept in result.json.
+  seed_axis = step_lib.resolve_seed_axis(config.seed_axis) if config.num_seeds > 1 else None
   say(f'devices: {mesh.size} x {jax.devices()[0].device_kind} over '
       f'{jax.process_count()} process(es); batch {config.batch_size} global, '
       f'{per_process} per process, {per_device} per device'
       + (f', {config.batch_size // config.accum_steps} per micro-batch' if config.accum_steps > 1 else '')
-      + (f', gradients over {splits} sub-batches' if splits > 1 else ''))
+      + (f', gradients over {splits} sub-batches' if splits > 1 else '')
+      + (f'; {config.num_seeds} seeds per step, seed_axis={seed_axis}' if seed_axis else ''))
 
   # -- input --------------------------------------------------------------------------
   source = data.make_input(config)
@@ -201,7 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       train_fn, in_shardings=(shardings, batch_sharding if resident is None else None),
       out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0,
       compiler_options=options)
-  eval_step = jax.jit(step_lib.make_eval_step(graphdef, prep, config.num_seeds),
+  eval_step = jax.jit(step_lib.make_eval_step(graphdef, prep, config.num_seeds, seed_axis),
                       in_shardings=(model_lib.merge_weights(shardings['params'],
                                                             shardings['batch_stats']),
                                     batch_sharding),
@@ -291,9 +294,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       'config': config.to_dict(), 'spec': spec.to_dict(), **cost,
       'steps': steps, 'final_train_loss': last_metrics.get('loss'), **final,
       'train_img_s': float(np.median(img_s_history)) if img_s_history else None,
-      'data_on_device': resident is not None,
+      'data_on_device': resident is not None, 'seed_axis': seed_axis,
       'wall_s': time.time() - t_start, **environment()}
-  if per_seed is not None:  # vmapped seeds: the means above, each seed here
+  if per_seed is not None:  # several seeds: the means above, each seed here
     result['per_seed'] = [
         {'seed': config.seed + i, 'final_train_loss': last_metrics['loss_per_seed'][i],
          **{k: v[i] for k, v in per_seed.items()}} for i in range(config.num_seeds)]

@@ -397,6 +397,12 @@ def test_a_changed_experiment_file_is_refused_then_rerun(tmp_path, monkeypatch):
   with open(os.path.join(workdir, 'freq=1,seed=0', results.POINT_JSON)) as f:
     assert json.load(f)['config']['total_steps'] == 8
   run()  # unchanged: nothing to do, nothing refused
+  point_json = os.path.join(workdir, 'freq=1,seed=0', results.POINT_JSON)
+  with open(point_json) as f:
+    point = json.load(f)
+  del point['config']['seed_axis']  # a point that ran before the trainer had the field
+  files.write_json(point_json, point)
+  run()  # a field added since, at its default, is no change
   write_experiment(str(tmp_path), [{'spec.freq': 1}], '''
       _get_config = get_config
       def get_config(arg):

@@ -5,6 +5,7 @@ jax.distributed processes; SIGKILL + rerun ends bit-identical to an
 uninterrupted run; exact masked evaluation; no recompilation.
 """
 
+import itertools
 import json
 import logging
 import os
@@ -15,10 +16,13 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from squeezejax import checkpoint, configs, data, step, train
+from squeezejax import model as model_lib
 from squeezejax.errors import UserError
 
 CONFIG = os.path.join(os.path.dirname(__file__), '..', 'experiments', 'fashion_mnist.py')
@@ -199,6 +203,8 @@ def test_cli_errors_are_one_line(tmp_path):
   cases = [
       (tmp_path / 'w', ['--config.no_such_key=1'], 'no_such_key'),
       (tmp_path / 'w', ['--config.batch_size=30', '--config.num_devices=8'], 'batch_size=30'),
+      (tmp_path / 'w', ['--config.seed_axis=pmap'],
+       "seed_axis='pmap' is not allowed: expected one of auto, vmap, map"),
       # Unwritable even for root: the workdir's parent is a regular file.
       (tmp_path / 'a_file' / 'w', [], 'not writable'),
   ]
@@ -300,16 +306,99 @@ def test_damaged_latest_checkpoint_falls_back(runs, tmp_path, caplog):
   assert result['top1'] == runs['dp'][1]['top1']  # steps 5..8 redone from checkpoint 4
 
 
-def test_vmapped_seeds_match_separate_runs(runs, tmp_path):
-  result = train.train_and_evaluate(load(num_devices=1, num_seeds=2), str(tmp_path))
+@pytest.fixture(scope='module')
+def seed_runs(tmp_path_factory):
+  """8 steps on 1 device: seed 0 alone, and seeds 0 and 1 in one step by each seed_axis."""
+  out = {}
+  for name, overrides in [('seed0', dict(seed=0)),
+                          ('vmap', dict(num_seeds=2, seed_axis='vmap')),
+                          ('map', dict(num_seeds=2, seed_axis='map'))]:
+    workdir = str(tmp_path_factory.mktemp(name))
+    out[name] = (workdir, train.train_and_evaluate(load(num_devices=1, **overrides), workdir))
+  return out
+
+
+def seed_params(workdir, num_seeds):
+  """The newest checkpoint's parameters, with their leading seed axis."""
+  spec, _ = checkpoint.read_model_json(workdir)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct((num_seeds, *x.shape), x.dtype,
+                                                         sharding=device),
+                          model_lib.abstract_params(spec))
+  checkpointer = checkpoint.Checkpointer(os.path.join(workdir, checkpoint.CHECKPOINTS))
+  try:
+    _, items, _ = checkpointer.restore_latest({'params': abstract})
+  finally:
+    checkpointer.close()
+  return jax.tree.map(np.asarray, items['params'])
+
+
+@pytest.mark.parametrize('seed_axis', ['vmap', 'map'])
+def test_seeds_in_one_run_match_separate_runs(seed_runs, seed_axis):
+  workdir, result = seed_runs[seed_axis]
+  assert result['seed_axis'] == seed_axis and seed_runs['seed0'][1]['seed_axis'] is None
   first, second = result['per_seed']
   assert (first['seed'], second['seed']) == (0, 1)
-  # Seed 0 of the vmapped pair is the single-seed run (same data order and keys).
-  one = runs['one'][1]
-  assert first['final_train_loss'] == pytest.approx(one['final_train_loss'], rel=1e-4)
-  assert first['top1'] == pytest.approx(one['top1'], abs=1.5 / 300)
+  # Seed 0 of the pair is the single-seed run (same data order and keys; the data order
+  # is seed 0's for every seed of a run, so seed 1 is checked step by step below).
+  alone_dir, alone = seed_runs['seed0']
+  assert first['final_train_loss'] == pytest.approx(alone['final_train_loss'], rel=1e-4)
+  assert first['top1'] == pytest.approx(alone['top1'], abs=1.5 / 300)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a[0], b, rtol=1e-3, atol=1e-5),
+               seed_params(workdir, 2), final_params(alone_dir))
   assert second['final_train_loss'] != pytest.approx(first['final_train_loss'], rel=1e-4)
   assert result['top1'] == pytest.approx((first['top1'] + second['top1']) / 2)
+
+
+@pytest.mark.parametrize('seed_axis', ['vmap', 'map'])
+def test_each_seed_of_a_step_is_its_single_seed_step(seed_axis):
+  """On the same batches, seed i of a two-seed step is the one-seed step with seed i."""
+  config = load(num_devices=1, num_seeds=2, seed_axis=seed_axis)
+  source = data.make_input(config)
+  spec = configs.spec_from_config(config, num_classes=source.num_classes,
+                                  in_channels=source.channels)
+  graphdef = nnx.graphdef(model_lib.create(spec))
+  tx = step.make_optimizer(config, step.make_schedule(config, 8),
+                           model_lib.abstract_params(spec))
+  batches = list(itertools.islice(source.train_batches(0), 3))
+
+  def init(seed):
+    params, batch_stats = model_lib.split_weights(model_lib.create(spec, seed=seed))
+    return {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params),
+            'step': jnp.int32(0)}
+
+  def run(config, state):
+    train_step = jax.jit(step.make_train_step(graphdef, tx, config, source.preprocessing))
+    for batch in batches:
+      state, metrics = train_step(state, batch)
+    return state, metrics
+
+  pair = {**jax.tree.map(lambda *xs: jnp.stack(xs), init(0), init(1)), 'step': jnp.int32(0)}
+  pair, metrics = run(config, pair)
+  for i in range(2):
+    alone, alone_metrics = run(load(num_devices=1, seed=i), init(i))
+    np.testing.assert_allclose(metrics['loss'][i], alone_metrics['loss'], rtol=1e-5)
+    jax.tree.map(lambda a, b, i=i: np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-6),
+                 pair['params'], alone['params'])
+
+
+def test_map_and_vmap_seeds_agree_and_share_checkpoints(seed_runs, tmp_path):
+  (map_dir, by_map), (vmap_dir, by_vmap) = seed_runs['map'], seed_runs['vmap']
+  np.testing.assert_allclose(losses(map_dir), losses(vmap_dir), rtol=2e-5)
+  for a, b in zip(by_map['per_seed'], by_vmap['per_seed']):
+    assert a['final_train_loss'] == pytest.approx(b['final_train_loss'], rel=2e-5)
+    assert a['top1'] == pytest.approx(b['top1'], abs=1.5 / 300)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               seed_params(map_dir, 2), seed_params(vmap_dir, 2))
+  # The same state layout: a 'map' run resumes as a 'vmap' one.
+  import shutil
+  workdir = str(tmp_path / 'resumed')
+  shutil.copytree(map_dir, workdir)
+  result = train.train_and_evaluate(
+      load(num_devices=1, num_seeds=2, seed_axis='vmap', total_steps=10), workdir)
+  assert result['steps'] == 10 and result['seed_axis'] == 'vmap'
+  assert losses(workdir)[:4] == losses(map_dir)
+  assert step.resolve_seed_axis('auto') == ('map' if jax.default_backend() == 'cpu' else 'vmap')
 
 
 # -- one source of truth: presets, durations, read-only model directories ----------------
