@@ -5,7 +5,7 @@ r"""AlexNet, the SqueezeNet paper's baseline, with the same trainer.
 Presets (the argument after the colon):
   quick  `alexnet_small` on real Fashion-MNIST (28 px): torchvision-style init,
          AdamW, cosine, 300 steps of batch 128 (0.64 epochs: AlexNet-small costs about
-         40x SqueezeNet-small's MACs a step), dropout 0.5 (README: measured).
+         11x SqueezeNet-small's MACs a step), dropout 0.5 (README: measured).
   paper  `alexnet_caffe` on ImageNet with bvlc_alexnet's recipe: Caffe's Gaussian
          init (0.01, 0.005 for fc6/fc7; biases 0 or 0.1), SGD momentum 0.9, lr 0.01,
          weight decay 5e-4, batch 256, 227 px random crops and flips, 90 epochs
