@@ -58,8 +58,6 @@ MOMENTUM = 0.9
 # torch.channels_last (NHWC in memory, oneDNN's preferred convolution layout), and
 # torch.compile (default mode, Inductor) of the forward and loss on NCHW images.
 TORCH_CONFIGS = ('eager', 'channels_last', 'compile')
-# The /proc/cpuinfo flags that decide which matmul/convolution kernels either side can use.
-CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,54 +223,13 @@ class InputCase:
     return out
 
 
-# -- PyTorch eager: the same architecture, loss, optimizer, inputs and initial weights ---
-
-
-class TorchCase:
-  """One PyTorch configuration's train step (`config`, one of TORCH_CONFIGS): zero_grad,
-  forward, cross-entropy, backward, SGD step. `warmup_steps` run at once (torch.compile
-  compiles in the first); their losses are kept in `losses`."""
-
-  def __init__(self, case: Case, params: dict, images: np.ndarray, labels: np.ndarray,
-               config: str = 'eager', warmup_steps: int = 2):
-    import torch  # pylint: disable=g-import-not-at-top
-    from squeezejax import torch_reference  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(parallel.cpu_count())
-    self.torch = torch
-    self.config = config
-    self.module = torch_reference.from_params(case.spec, params).train()
-    self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-    if config == 'channels_last':
-      self.module = self.module.to(memory_format=torch.channels_last)
-      self.images = self.images.contiguous(memory_format=torch.channels_last)
-    self.labels = torch.from_numpy(labels.astype(np.int64))
-    module = self.module
-
-    def loss(images, labels):
-      return torch.nn.functional.cross_entropy(module(images), labels)
-
-    if config == 'compile':
-      # Every case's `loss` is the same code object: without a reset Dynamo counts a
-      # new case as a recompile and, past its limit, silently runs it eagerly.
-      torch.compiler.reset()
-      loss = torch.compile(loss)
-    self.loss = loss
-    self.optimizer = torch.optim.SGD(self.module.parameters(), lr=LEARNING_RATE,
-                                     momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    self.losses = [self.train(1).item() for _ in range(warmup_steps)]
-
-  def train(self, steps: int):
-    loss = None
-    for _ in range(steps):
-      self.optimizer.zero_grad(set_to_none=True)
-      loss = self.loss(self.images, self.labels)
-      loss.backward()
-      self.optimizer.step()
-    return loss
-
-  @staticmethod
-  def sync(loss) -> None:
-    loss.item()
+def torch_train_step(case: Case, params: dict, images: np.ndarray, labels: np.ndarray,
+                     config: str):
+  """PyTorch's train step for `case` in one of TORCH_CONFIGS, with bench's optimizer."""
+  from squeezejax import torch_reference  # pylint: disable=g-import-not-at-top
+  return torch_reference.TrainStep(case.spec, params, images, labels, config, lr=LEARNING_RATE,
+                                   momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
+                                   threads=parallel.cpu_count())
 
 
 def torch_version() -> str | None:
@@ -281,26 +238,6 @@ def torch_version() -> str | None:
   except ImportError:
     return None
   return torch.__version__
-
-
-def cpu_info() -> dict[str, Any]:
-  """The CPU's model name and which of CPU_FLAGS it has (/proc/cpuinfo; flags None
-  where that file or its x86 `flags` line is missing)."""
-  info = {'model_name': platform.processor() or None, 'flags': None}
-  try:
-    with open('/proc/cpuinfo') as f:
-      lines = f.read().splitlines()
-  except OSError:
-    return info
-  for line in lines:
-    key, _, value = line.partition(':')
-    key = key.strip()
-    if key == 'model name' and value.strip():
-      info['model_name'] = value.strip()
-    elif key == 'flags' and info['flags'] is None:
-      present = set(value.split())
-      info['flags'] = {flag: flag in present for flag in CPU_FLAGS}
-  return info
 
 
 def _error_text(error: Exception, limit: int = 2000) -> str:
@@ -330,11 +267,11 @@ def run_case(case: Case, *, dtype: str, compare: str, mesh, peak_gflops: float,
   torch_cases, torch_errors = {}, {}
   for config in (torch_configs if compare == 'torch' else ()):
     if config != 'compile':
-      torch_cases[config] = TorchCase(case, initial_params, images, labels, config)
+      torch_cases[config] = torch_train_step(case, initial_params, images, labels, config)
       continue
     say('  torch.compile: compiling')
     try:  # Inductor needs a working C++ toolchain; without one the others still run
-      torch_cases[config] = TorchCase(case, initial_params, images, labels, config)
+      torch_cases[config] = torch_train_step(case, initial_params, images, labels, config)
     except Exception as e:  # pylint: disable=broad-except
       torch_errors[config] = _error_text(e)
       say(f'  torch.compile failed, left out: {torch_errors[config].splitlines()[0]}')
@@ -349,7 +286,7 @@ def run_case(case: Case, *, dtype: str, compare: str, mesh, peak_gflops: float,
         times[conv, 'eval'].append(timed(jax_case.evaluate, steps, block))
     times['input'].append(timed(input_case.run, steps, block))
     for config, torch_case in torch_cases.items():
-      times['torch', config].append(timed(torch_case.train, steps, TorchCase.sync))
+      times['torch', config].append(timed(torch_case.train, steps, lambda loss: loss.item()))
   torch_runs = {config: {'times': times.get(('torch', config)), 'error': torch_errors.get(config),
                          'losses': torch_cases[config].losses if config in torch_cases else None}
                 for config in (torch_configs if compare == 'torch' else ())}
@@ -430,16 +367,6 @@ def parse_cases(models: str, image_size: int, batch_size: int, spec_flags: dict[
   return cases
 
 
-def describe_cpu(cpu: dict[str, Any]) -> str:
-  flags = cpu['flags']
-  if flags is None:
-    return f'{cpu["model_name"] or "unknown CPU"} (flags unknown)'
-  have = [f for f in CPU_FLAGS if flags[f]]
-  lack = [f for f in CPU_FLAGS if not flags[f]]
-  return (f'{cpu["model_name"] or "unknown CPU"} ({", ".join(have) or "none of " + ", ".join(lack)}'
-          + (f'; no {", ".join(lack)})' if have and lack else ')'))
-
-
 def table(results: list[dict[str, Any]], cpu: dict[str, Any] | None = None,
           peak_gflops: float | None = None) -> str:
   """Markdown: the CPU and matmul peak, one row per result (the ratio against the fastest
@@ -447,7 +374,7 @@ def table(results: list[dict[str, Any]], cpu: dict[str, Any] | None = None,
   show = lambda v, f: '' if v is None else format(v, f)
   lines = []
   if cpu is not None:
-    lines.append(f'CPU: {describe_cpu(cpu)}, {parallel.cpu_count()} cores')
+    lines.append(f'CPU: {parallel.describe_cpu(cpu)}, {parallel.cpu_count()} cores')
   if peak_gflops is not None:
     lines.append(f'float32 matmul peak: {peak_gflops:.1f} GFLOP/s')
   if lines:
@@ -541,9 +468,9 @@ def main(argv: list[str]) -> int:
     step_lib.batch_splits(case.config, mesh)  # its one-line error before any compile
 
   peak = matmul_peak_gflops(mesh, args.peak_size)
-  cpu = cpu_info()
+  cpu = parallel.cpu_info()
   print(f'{mesh.size} x {jax.devices()[0].device_kind}, {parallel.cpu_count()} CPU cores '
-        f'({describe_cpu(cpu)}); float32 matmul peak {peak:.1f} GFLOP/s', flush=True)
+        f'({parallel.describe_cpu(cpu)}); float32 matmul peak {peak:.1f} GFLOP/s', flush=True)
   results = []
   for case in cases:
     results.extend(run_case(case, dtype=args.dtype, compare=args.compare, mesh=mesh,

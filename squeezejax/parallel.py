@@ -95,6 +95,41 @@ def cpu_count() -> int:
   return os.cpu_count() or 1
 
 
+# The /proc/cpuinfo flags that decide which matmul/convolution kernels a library can use.
+CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16')
+
+
+def cpu_info() -> dict[str, Any]:
+  """The CPU's model name and which of CPU_FLAGS it has (/proc/cpuinfo; flags None
+  where that file or its x86 `flags` line is missing)."""
+  info = {'model_name': platform.processor() or None, 'flags': None}
+  try:
+    with open('/proc/cpuinfo') as f:
+      lines = f.read().splitlines()
+  except OSError:
+    return info
+  for line in lines:
+    key, _, value = line.partition(':')
+    key = key.strip()
+    if key == 'model name' and value.strip():
+      info['model_name'] = value.strip()
+    elif key == 'flags' and info['flags'] is None:
+      present = set(value.split())
+      info['flags'] = {flag: flag in present for flag in CPU_FLAGS}
+  return info
+
+
+def describe_cpu(cpu: dict[str, Any]) -> str:
+  """'MODEL (flags it has; no flags it lacks)' of a `cpu_info`."""
+  flags = cpu['flags']
+  if flags is None:
+    return f'{cpu["model_name"] or "unknown CPU"} (flags unknown)'
+  have = [f for f in CPU_FLAGS if flags[f]]
+  lack = [f for f in CPU_FLAGS if not flags[f]]
+  return (f'{cpu["model_name"] or "unknown CPU"} ({", ".join(have) or "none of " + ", ".join(lack)}'
+          + (f'; no {", ".join(lack)})' if have and lack else ')'))
+
+
 def _accelerator_plugins() -> list[str]:
   """Installed JAX GPU/TPU plugins (distribution names)."""
   names = (d.metadata['Name'] or '' for d in importlib.metadata.distributions())

@@ -16,6 +16,7 @@ an optional extra.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -139,3 +140,48 @@ def alexnet_from_params(spec, params) -> AlexNet:
   module = AlexNet(spec.num_classes, spec.dropout_rate)
   module.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=True)
   return module
+
+
+class TrainStep:
+  """A PyTorch train step of `spec` holding squeezejax `params`: zero_grad, forward,
+  cross-entropy, backward, SGD (momentum, weight decay) step, on NHWC `images` given
+  as NCHW tensors. `config`: 'eager' (NCHW), 'channels_last' (model and images in
+  torch.channels_last memory) or 'compile' (torch.compile of forward and loss).
+  `warmup_steps` run at once (torch.compile compiles in the first); their losses
+  are kept in `losses`."""
+
+  def __init__(self, spec, params: dict, images: np.ndarray, labels: np.ndarray,
+               config: str = 'eager', *, lr: float = 1e-3, momentum: float = 0.9,
+               weight_decay: float = 0.0, threads: int = 0, warmup_steps: int = 2):
+    if threads:
+      torch.set_num_threads(threads)
+    self.config = config
+    self.module = from_params(spec, params).train()
+    self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    if config == 'channels_last':
+      self.module = self.module.to(memory_format=torch.channels_last)
+      self.images = self.images.contiguous(memory_format=torch.channels_last)
+    self.labels = torch.from_numpy(labels.astype(np.int64))
+    module = self.module
+
+    def loss(images, labels):
+      return torch.nn.functional.cross_entropy(module(images), labels)
+
+    if config == 'compile':
+      # Every step's `loss` is the same code object: without a reset Dynamo counts a
+      # new network as a recompile and, past its limit, silently runs it eagerly.
+      torch.compiler.reset()
+      loss = torch.compile(loss)
+    self.loss = loss
+    self.optimizer = torch.optim.SGD(self.module.parameters(), lr=lr, momentum=momentum,
+                                     weight_decay=weight_decay)
+    self.losses = [self.train(1).item() for _ in range(warmup_steps)]
+
+  def train(self, steps: int):
+    loss = None
+    for _ in range(steps):
+      self.optimizer.zero_grad(set_to_none=True)
+      loss = self.loss(self.images, self.labels)
+      loss.backward()
+      self.optimizer.step()
+    return loss

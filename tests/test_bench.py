@@ -10,7 +10,7 @@ import pytest
 import torch
 from flax import nnx
 
-from squeezejax import bench, cli, torch_reference
+from squeezejax import bench, cli, parallel, torch_reference
 from squeezejax import model as model_lib
 from squeezejax import spec as spec_lib
 from squeezejax.errors import UserError
@@ -49,7 +49,7 @@ def test_json_schema_and_positive_numbers(report):
   cpu = report['cpu']
   assert isinstance(cpu['model_name'], str) and cpu['model_name']
   if cpu['flags'] is not None:  # x86 Linux
-    assert set(cpu['flags']) == set(bench.CPU_FLAGS)
+    assert set(cpu['flags']) == set(parallel.CPU_FLAGS)
     assert all(isinstance(v, bool) for v in cpu['flags'].values())
 
 
@@ -140,7 +140,8 @@ def test_torch_module_is_the_same_network(model, flags):
   labels = np.zeros(8, np.int32)
   jax_logits = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))(params, images)
   for config in ('eager', 'channels_last'):
-    torch_case = bench.TorchCase(case, params, images, labels, config, warmup_steps=0)
+    torch_case = torch_reference.TrainStep(case.spec, params, images, labels, config,
+                                            warmup_steps=0)
     module = torch_case.module.eval()
     assert isinstance(module, torch_reference.SqueezeNet)
     np.testing.assert_array_equal(module.features[0].weight.detach().numpy(),
