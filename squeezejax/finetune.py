@@ -175,10 +175,7 @@ def split_paths(folder, split: str) -> list[tuple[str, int]]:
   """(path, label) of every image in one split of a `data.open_folder` folder."""
   if split not in folder.split_sizes or not folder.split_sizes[split]:
     raise UserError(f'image folder {folder.root!r} has no {split!r} images')
-  if folder.files is not None:
-    return folder.files[split]
-  return [(p, folder.classes.index(os.path.basename(os.path.dirname(p))))
-          for p in folder.split_files(split)]
+  return folder.labelled_files(split)
 
 
 def pooled_features(spec, params, preprocessing: dict[str, Any], paths: list[str],

@@ -210,12 +210,16 @@ class Folder:
   builder: object = None  # tfds.ImageFolder for the ROOT/SPLIT/CLASS layout
   files: dict[str, list[tuple[str, int]]] | None = None  # ROOT/CLASS layout
 
-  def split_files(self, split: str) -> list[str]:
+  def labelled_files(self, split: str) -> list[tuple[str, int]]:
+    """(path, label) of every image of a split, in a fixed order."""
     if self.files is not None:
-      return [path for path, _ in self.files[split]]
+      return self.files[split]
     top = os.path.join(self.root, split)
-    return [p for c in sorted(os.listdir(top)) if os.path.isdir(os.path.join(top, c))
-            for p in _image_files(os.path.join(top, c))]
+    return [(p, self.classes.index(c)) for c in sorted(os.listdir(top))
+            if os.path.isdir(os.path.join(top, c)) for p in _image_files(os.path.join(top, c))]
+
+  def split_files(self, split: str) -> list[str]:
+    return [path for path, _ in self.labelled_files(split)]
 
   def dataset(self, split: str):
     """tf.data of (image uint8 [h, w, 3], label int32), in a fixed order."""
