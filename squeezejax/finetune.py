@@ -182,13 +182,13 @@ def pooled_features(spec, params, preprocessing: dict[str, Any], paths: list[str
                     layers: list[str], batch_size: int = 32) -> dict[str, np.ndarray]:
   """{layer: [images, channels]} global-average-pooled maps of the frozen network.
 
-  Images are read in batches (a 227 px split need not fit in memory) and the
-  last batch is zero-padded, so XLA compiles one shape for every split.
+  Images are read in batches (a 227 px split need not fit in memory), padded to
+  one size (data.padded_batches), so XLA compiles one shape for every split.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from squeezejax import model as model_lib, parallel, predict  # pylint: disable=g-import-not-at-top
+  from squeezejax import data, model as model_lib, parallel, predict  # pylint: disable=g-import-not-at-top
   graphdef, state = nnx.split(model_lib.from_params(spec, params))
 
   def pooled(s, x):
@@ -204,10 +204,9 @@ def pooled_features(spec, params, preprocessing: dict[str, Any], paths: list[str
         images.append(predict.load_image(path, preprocessing, spec.in_channels))
       except UserError as e:
         raise UserError(f'{path}: {e}') from None
-    x = np.stack(images)
-    x = np.pad(x, ((0, batch_size - len(x)),) + ((0, 0),) * 3)
-    for n, f in fn(state, x).items():
-      out[n].append(np.asarray(f)[:len(images)])
+    batch, = data.padded_batches({'image': np.stack(images)}, batch_size)
+    for n, f in fn(state, batch['image']).items():
+      out[n].append(np.asarray(f)[batch['mask'] > 0])
   return {n: np.concatenate(f) for n, f in out.items()}
 
 
