@@ -78,6 +78,8 @@ def ok_record(name: str, run_dir: str, overrides: dict[str, Any],
             'image_size': result.get('image_size')}
   record.update({k: spec.get(k) for k in families.METAPARAMETERS})
   record.update({k: result.get(k) for k in METRICS})
+  # Wall seconds beyond the steps at their steady rate: compiling, evaluating, saving.
+  record['overhead_s'] = result.get('timing', {}).get('overhead_s')
   return record
 
 

@@ -303,7 +303,8 @@ def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1, vmap_seeds: bool
           results.append(results_path, r)
         log(f'[sweep] {r["name"]}: FAILED: {r["error"]}' if r['status'] == 'failed' else
             f'[sweep] {r["name"]}: top1 {r["top1"]:.4f} top5 {r["top5"]:.4f} '
-            f'{r["size_mib"]:.3f} MiB {r["wall_s"]:.0f} s')
+            f'{r["size_mib"]:.3f} MiB {r["wall_s"]:.0f} s'
+            + (f' ({r["overhead_s"]:.1f} s beyond its steps)' if r.get('overhead_s') else ''))
 
     pending = []
     for point in points:

@@ -13,6 +13,7 @@ checkpoint; the data order, augmentation and dropout are pure functions of
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -81,6 +82,20 @@ class MetricWriter:
       self.tensorboard.close()
 
 
+class Stopwatch:
+  """Wall seconds by phase of a run, kept in result.json's `timing`: where a run's
+  time went beyond its training steps (a sweep point's overhead)."""
+
+  def __init__(self):
+    self.seconds: dict[str, float] = {}
+    self._last = time.perf_counter()
+
+  def lap(self, phase: str) -> None:
+    now = time.perf_counter()
+    self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
+    self._last = now
+
+
 class LogWindow:
   """Per-seed loss and top-1 sums since the last log step (saved in checkpoints)."""
 
@@ -102,6 +117,7 @@ class LogWindow:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming from workdir), evaluates, writes and returns result.json's dict."""
   t_start = time.time()
+  clock = Stopwatch()
   configs.validate(config)
   parallel.initialize_distributed(config.coordinator_address, config.num_processes,
                                   config.process_id)
@@ -122,7 +138,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       + (f'; {config.num_seeds} seeds per step, seed_axis={seed_axis}' if seed_axis else ''))
 
   # -- input --------------------------------------------------------------------------
+  clock.lap('setup')
   source = data.make_input(config)
+  clock.lap('input')
   prep = source.preprocessing
   steps = configs.total_steps(config, source.num_train)
   steps_per_epoch = source.num_train // config.batch_size
@@ -182,15 +200,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     window = LogWindow(config.num_seeds, meta.get('window'))
     say(f'resumed from step {start_step} in {workdir}')
   else:
-    start_step, window = 0, LogWindow(config.num_seeds)
-    state = jax.jit(init_state, out_shardings=shardings,
-                    compiler_options=parallel.run_once_compiler_options())()
-    if config.init_from:
-      state = _init_from(config.init_from, state, tx, shardings, mesh)
+    start_step, window, state = 0, LogWindow(config.num_seeds), None
   checkpoint_lib.write_model_json(workdir, spec, {
       'preprocessing': {'kind': 'dataset', 'mean': list(prep.mean), 'std': list(prep.std),
                         'image_size': prep.image_size},
       'class_names': list(source.class_names), 'dataset': config.dataset})
+
+  clock.lap('setup')
 
   # -- compiled steps --------------------------------------------------------------------
   batch_sharding = parallel.batch_sharding(mesh)
@@ -204,14 +220,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       train_fn, in_shardings=(shardings, batch_sharding if resident is None else None),
       out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0,
       compiler_options=options)
+  weights = lambda state: model_lib.merge_weights(state['params'], state['batch_stats'])
   eval_step = jax.jit(step_lib.make_eval_step(graphdef, prep, config.num_seeds, seed_axis),
-                      in_shardings=(model_lib.merge_weights(shardings['params'],
-                                                            shardings['batch_stats']),
-                                    batch_sharding),
+                      in_shardings=(weights(shardings), batch_sharding),
                       out_shardings=parallel.replicated(mesh), compiler_options=options)
-  run_eval = lambda state: step_lib.evaluate(
-      eval_step, model_lib.merge_weights(state['params'], state['batch_stats']),
-      source.eval_batches(), mesh)
+  run_eval = lambda state: step_lib.evaluate(eval_step, weights(state), source.eval_batches(),
+                                             mesh)
+  if resident is not None:
+    batches = resident(start_step)
+  else:
+    batches = (parallel.global_batch(mesh, b)
+               for b in data.prefetch(source.train_batches(start_step)))
+  first = next(batches)
+  clock.lap('input')
+  # Compiled ahead of the loop, so that result.json's timing tells compiling from
+  # training; each jit's cache keeps its executable, so the calls below compile nothing.
+  # One after another: compiled in threads side by side they took longer in all, since
+  # XLA:CPU's compiler already keeps the cores busy (docs/performance.md).
+  with jax.set_mesh(mesh):
+    programs = [train_step.lower(abstract_state, first),
+                eval_step.lower(weights(abstract_state),
+                                parallel.global_batch(mesh, next(source.eval_batches())))]
+  if state is None:
+    init = jax.jit(init_state, out_shardings=shardings,
+                   compiler_options=parallel.run_once_compiler_options())
+    programs.append(init.lower())
+  for lowered in programs:
+    lowered.compile()
+  clock.lap('compile')
+  if state is None:
+    state = init()
+    if config.init_from:
+      state = _init_from(config.init_from, state, tx, shardings, mesh)
+    jax.block_until_ready(state)
+  clock.lap('init')
+  batches = itertools.chain([first], batches)
 
   # -- loop -----------------------------------------------------------------------------
   writer = MetricWriter(workdir, start_step)
@@ -220,11 +263,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   img_s_history = []
   t_window, step_window = time.time(), start_step
   sums = None
-  if resident is not None:
-    batches = resident(start_step)
-  else:
-    batches = (parallel.global_batch(mesh, b)
-               for b in data.prefetch(source.train_batches(start_step)))
   preempted, stop_signal = threading.Event(), []
 
   def stop(signum):  # SIGTERM (preemption) or Ctrl-C: save at this step, then exit
@@ -243,7 +281,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         sums = None
         now = time.time()
         img_s = (step - step_window) * config.batch_size / (now - t_window)
-        if step_window > start_step:  # the first window includes compilation
+        if step_window > start_step:  # the first window includes the programs' first runs
           img_s_history.append(img_s)
         losses = window.loss / window.count  # one per seed
         loss = float(np.mean(losses))
@@ -263,7 +301,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         t_window, step_window = time.time(), step
 
       if config.eval_every and step % config.eval_every == 0 and step != steps:
+        clock.lap('train')
         metrics_eval = run_eval(state)
+        clock.lap('eval')
         say(f'  eval at step {step}: top1 {metrics_eval["top1"]:.4f} '
             f'top5 {metrics_eval["top5"]:.4f}')
         writer.write(step, metrics_eval)
@@ -273,16 +313,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         # Keep the partial log window so that a resumed run logs identically.
         saved = window if sums is None else LogWindow(config.num_seeds, window.to_dict()).add(
             jax.device_get(sums), step - step_window)
+        clock.lap('train')
         checkpointer.save(step, {k: v for k, v in state.items() if k != 'step'},
                           {'step': step, 'seed': config.seed, 'window': saved.to_dict()})
+        clock.lap('checkpoint')
         if preempted.is_set():
           checkpointer.close()
           writer.close()
           raise Preempted(step, stop_signal[0])
 
     # -- evaluation and result ------------------------------------------------------------
+    clock.lap('train')
     checkpointer.wait()
+    clock.lap('checkpoint')
     final = run_eval(state)
+    clock.lap('eval')
   checkpointer.close()
   say(f'eval on {config.eval_split} ({final["eval_examples"]:,} images): '
       f'top1 {final["top1"]:.4f} top5 {final["top5"]:.4f}')
@@ -290,12 +335,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer.close()
 
   per_seed = final.pop('per_seed', None)
+  train_img_s = float(np.median(img_s_history)) if img_s_history else None
+  wall_s = time.time() - t_start
   result = {
       'config': config.to_dict(), 'spec': spec.to_dict(), **cost,
       'steps': steps, 'final_train_loss': last_metrics.get('loss'), **final,
-      'train_img_s': float(np.median(img_s_history)) if img_s_history else None,
-      'data_on_device': resident is not None, 'seed_axis': seed_axis,
-      'wall_s': time.time() - t_start, **environment()}
+      'train_img_s': train_img_s, 'data_on_device': resident is not None,
+      'seed_axis': seed_axis, 'wall_s': wall_s,
+      'timing': _timing(clock, wall_s, (steps - start_step) * config.batch_size, train_img_s),
+      **environment()}
   if per_seed is not None:  # several seeds: the means above, each seed here
     result['per_seed'] = [
         {'seed': config.seed + i, 'final_train_loss': last_metrics['loss_per_seed'][i],
@@ -304,6 +352,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     files.write_json(os.path.join(workdir, 'result.json'), result)  # all of it or nothing
   run_lock.close()
   return result
+
+
+def _timing(clock: Stopwatch, wall_s: float, images: int, img_s: float | None) -> dict:
+  """Seconds by phase, and the run's overhead: its wall time beyond its steps at the
+  steady rate (the median logged img/s, first window excluded)."""
+  timing = {f'{phase}_s': round(s, 3) for phase, s in clock.seconds.items()}
+  if img_s:
+    timing['steady_train_s'] = round(images / img_s, 3)
+    timing['overhead_s'] = round(wall_s - images / img_s, 3)
+  return timing
 
 
 def _init_from(directory, state, tx, shardings, mesh):

@@ -67,6 +67,11 @@ def test_result_json(runs):
   assert saved['params'] == sum(x.size for x in jax.tree.leaves(final_params(workdir)))
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
   assert len(losses(workdir)) == 4  # log_every=2
+  timing = saved['timing']  # where the wall time went: phases, and beyond the steps
+  phases = [v for k, v in timing.items() if k not in ('steady_train_s', 'overhead_s')]
+  assert {'setup_s', 'input_s', 'compile_s', 'init_s', 'train_s', 'eval_s'} <= timing.keys()
+  assert 0 < sum(phases) <= saved['wall_s'] and min(phases) >= 0
+  assert timing['overhead_s'] == pytest.approx(saved['wall_s'] - timing['steady_train_s'], abs=2e-3)
 
 
 def test_same_losses_on_8_devices_data_parallel_and_fsdp(runs):
@@ -101,15 +106,18 @@ def test_resume_is_a_noop_when_done(runs, caplog):
   assert again['top1'] == first['top1'] and again['steps'] == 8
 
 
-def test_step_compiles_once(tmp_path, caplog):
+def test_each_program_compiles_once(tmp_path, caplog):
+  # The steps are compiled ahead of the loop: the loop's calls must reuse them.
   jax.config.update('jax_log_compiles', True)
   try:
     with caplog.at_level(logging.WARNING, logger='jax'):
       train.train_and_evaluate(load(num_devices=1, total_steps=6), str(tmp_path))
   finally:
     jax.config.update('jax_log_compiles', False)
-  compiles = [r for r in caplog.records if r.getMessage().startswith('Compiling jit(train_step)')]
-  assert len(compiles) == 1, len(compiles)
+  for program in ('train_step', 'eval_step', 'init_state'):
+    compiles = [r for r in caplog.records
+                if r.getMessage().startswith(f'Compiling jit({program})')]
+    assert len(compiles) == 1, (program, len(compiles))
 
 
 def _free_port():
