@@ -15,7 +15,7 @@ Sampling is seeded (SAMPLE_SEED): the same file gives the same points on any mac
 
 Presets (the argument after the colon):
   quick  real Fashion-MNIST, small layout, 2 x 40 models of at most 250k parameters,
-         200 steps of batch 128 each (0.43 epochs: a short budget per model, a design
+         150 steps of batch 128 each (0.32 epochs: a short budget per model, a design
          space's ranking rather than converged accuracy).
   cpu    real Fashion-MNIST, 2 x 100 models, 1,000 steps each.
   test   synthetic data, a tiny network, 2 x 3 models (the test suite).
@@ -36,7 +36,7 @@ SPACE = {
 }
 CROSS = {'bypass': ('none', 'simple')}
 MODELS = {'quick': 40, 'cpu': 100, 'test': 3}
-STEPS = {'quick': 200, 'cpu': 1000}
+STEPS = {'quick': 150, 'cpu': 1000}
 MAX_PARAMS = 250_000
 SAMPLE_SEED = 0
 DATASET = {'fashion_mnist': (10, 1, 28), 'synthetic': (10, 3, 16)}  # classes, channels, px
