@@ -238,9 +238,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # One after another: compiled in threads side by side they took longer in all, since
   # XLA:CPU's compiler already keeps the cores busy (docs/performance.md).
   with jax.set_mesh(mesh):
-    programs = [train_step.lower(abstract_state, first),
-                eval_step.lower(weights(abstract_state),
+    programs = [eval_step.lower(weights(abstract_state),
                                 parallel.global_batch(mesh, next(source.eval_batches())))]
+    if start_step < steps:  # a finished run only evaluates
+      programs.append(train_step.lower(abstract_state, first))
   if state is None:
     init = jax.jit(init_state, out_shardings=shardings,
                    compiler_options=parallel.run_once_compiler_options())
