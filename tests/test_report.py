@@ -308,7 +308,7 @@ def test_a_bad_claim_is_one_clear_error(tmp_path):
 
 def test_the_design_space_experiment_loads_every_preset():
   experiment = os.path.join(ROOT, 'experiments', 'design_space_bypass.py')
-  for preset, models, steps in (('quick', 40, 300), ('cpu', 100, 1000), ('test', 3, 8)):
+  for preset, models, steps in (('quick', 40, 150), ('cpu', 100, 1000), ('test', 3, 8)):
     config = configs.load(f'{experiment}:{preset}')
     points = sweep.expand(sweep.load_grid(f'{experiment}:{preset}'), 1, config.seed)
     assert len(points) == 2 * models and config.total_steps == steps
