@@ -14,9 +14,8 @@ README), so the report gives both.
 Presets (the argument after the colon), as in fig3a_squeeze_ratio.py:
   quick  real Fashion-MNIST, small layout, base_e = incr_e = 32, 800 steps per
          point, three points. At this budget seed noise hides the bypass effect.
-  cpu    Fashion-MNIST, base_e = incr_e = 64, 2 epochs per point. At 3 seeds its
-         intervals (about +-1 point) are still wider than the effects (README:
-         measured): deciding them takes more seeds.
+  cpu    Fashion-MNIST, base_e = incr_e = 64, 2 epochs per point; how many seeds
+         decide the claims at this budget: README, measured.
   paper  ImageNet, layout v1.0, the Caffe recipe (see fig3a_squeeze_ratio.py).
   test   synthetic data, a tiny network, two points (none, simple).
 """
