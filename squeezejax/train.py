@@ -97,21 +97,41 @@ class Stopwatch:
 
 
 class LogWindow:
-  """Per-seed loss and top-1 sums since the last log step (saved in checkpoints)."""
+  """Per-seed loss and top-1 summed since the last log step, saved in checkpoints.
 
-  def __init__(self, num_seeds: int, saved: dict[str, Any] | None = None):
-    self.loss, self.top1, self.count = np.zeros(num_seeds), np.zeros(num_seeds), 0
-    if saved:
-      self.add(saved, saved['count'])
+  The sums stay on the device in the step's float32 (the only host sync is at log steps),
+  and a checkpoint saves them bit-exactly: a run resumed mid-window adds the same numbers
+  in the same order as an uninterrupted one, so it logs the same losses to the last bit."""
 
-  def add(self, sums, count: int) -> LogWindow:
-    self.loss = self.loss + np.asarray(sums['loss'], np.float64).reshape(-1)
-    self.top1 = self.top1 + np.asarray(sums['top1'], np.float64).reshape(-1)
-    self.count += count
-    return self
+  KEYS = ('loss', 'top1')
+
+  def __init__(self, saved: dict[str, Any] | None = None):
+    self.count = saved['count'] if saved else 0
+    self.sums = ({k: np.asarray(saved[k], np.float32) for k in self.KEYS}
+                 if self.count else None)
+
+  def add(self, metrics) -> None:
+    metrics = {k: metrics[k] for k in self.KEYS}
+    if self.sums is None:
+      self.sums = metrics
+    else:
+      self.sums = {k: jnp.add(self._on_device(self.sums[k], metrics[k]), metrics[k])
+                   for k in self.KEYS}
+    self.count += 1
+
+  @staticmethod
+  def _on_device(total, like):
+    # A resumed window's saved sums go where the step's metrics live (across processes too).
+    return jax.device_put(total, like.sharding) if isinstance(total, np.ndarray) else total
+
+  def means(self) -> dict[str, np.ndarray]:
+    """Per-seed means, one host transfer."""
+    sums = jax.device_get(self.sums)
+    return {k: np.asarray(sums[k], np.float64).reshape(-1) / self.count for k in self.KEYS}
 
   def to_dict(self) -> dict[str, Any]:
-    return {'loss': self.loss.tolist(), 'top1': self.top1.tolist(), 'count': self.count}
+    sums = jax.device_get(self.sums) if self.sums else dict.fromkeys(self.KEYS, 0.0)
+    return {**{k: np.asarray(sums[k]).tolist() for k in self.KEYS}, 'count': self.count}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -197,10 +217,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if restored is not None:
     start_step, items, meta = restored
     state = {**items, 'step': jax.device_put(np.int32(start_step), shardings['step'])}
-    window = LogWindow(config.num_seeds, meta.get('window'))
+    window = LogWindow(meta.get('window'))
     say(f'resumed from step {start_step} in {workdir}')
   else:
-    start_step, window, state = 0, LogWindow(config.num_seeds), None
+    start_step, window, state = 0, LogWindow(), None
   checkpoint_lib.write_model_json(workdir, spec, {
       'preprocessing': {'kind': 'dataset', 'mean': list(prep.mean), 'std': list(prep.std),
                         'image_size': prep.image_size},
@@ -263,7 +283,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   last_metrics: dict[str, Any] = {}
   img_s_history = []
   t_window, step_window = time.time(), start_step
-  sums = None
   preempted, stop_signal = threading.Event(), []
 
   def stop(signum):  # SIGTERM (preemption) or Ctrl-C: save at this step, then exit
@@ -274,22 +293,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         on_sigterm(lambda: stop(signal.SIGINT), signal.SIGINT)):
     for step in range(start_step + 1, steps + 1):
       state, metrics = train_step(state, next(batches))
-      sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+      window.add(metrics)
 
       if step % config.log_every == 0 or step == steps:
         # The only host sync: once per log_every steps.
-        window.add(jax.device_get(sums), step - step_window)
-        sums = None
+        means = window.means()
         now = time.time()
         img_s = (step - step_window) * config.batch_size / (now - t_window)
         if step_window > start_step:  # the first window includes the programs' first runs
           img_s_history.append(img_s)
-        losses = window.loss / window.count  # one per seed
+        losses = means['loss']  # one per seed
         loss = float(np.mean(losses))
         if not np.isfinite(losses).all():
           raise UserError(f'loss is {loss} at step {step} (lr={learning_rate(step):.3g}): '
                           'lower --config.lr or set --config.grad_clip')
-        last_metrics = {'loss': loss, 'train_top1': float(np.mean(window.top1)) / window.count,
+        last_metrics = {'loss': loss, 'train_top1': float(np.mean(means['top1'])),
                         'lr': learning_rate(step), 'img_s': img_s}
         if config.num_seeds > 1:
           last_metrics['loss_per_seed'] = losses.tolist()
@@ -298,7 +316,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         say(f'step {step}/{steps} loss {loss:.4f} train_top1 {last_metrics["train_top1"]:.3f} '
             f'lr {last_metrics["lr"]:.3g} {img_s:,.0f} img/s ETA {format_duration(eta)}')
         writer.write(step, last_metrics)
-        window = LogWindow(config.num_seeds)
+        window = LogWindow()
         t_window, step_window = time.time(), step
 
       if config.eval_every and step % config.eval_every == 0 and step != steps:
@@ -312,11 +330,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
       if step % config.checkpoint_every == 0 or step == steps or preempted.is_set():
         # Keep the partial log window so that a resumed run logs identically.
-        saved = window if sums is None else LogWindow(config.num_seeds, window.to_dict()).add(
-            jax.device_get(sums), step - step_window)
         clock.lap('train')
         checkpointer.save(step, {k: v for k, v in state.items() if k != 'step'},
-                          {'step': step, 'seed': config.seed, 'window': saved.to_dict()})
+                          {'step': step, 'seed': config.seed, 'window': window.to_dict()})
         clock.lap('checkpoint')
         if preempted.is_set():
           checkpointer.close()

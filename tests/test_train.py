@@ -9,6 +9,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -176,6 +177,25 @@ def test_sigkill_and_rerun_is_exact(tmp_path):
   assert losses(killed) == losses(tmp_path / 'ref')  # old lines after the checkpoint dropped
   jax.tree.map(np.testing.assert_array_equal, final_params(killed),
                final_params(tmp_path / 'ref'))
+
+
+@pytest.mark.parametrize('num_seeds', [1, 2])
+def test_resuming_mid_log_window_logs_the_same_losses(tmp_path, num_seeds):
+  # Checkpoints every 3 steps, logs every 4: the checkpoints at steps 6 and 9 fall inside
+  # a log window, whose partial sums must carry over to the last bit.
+  config = load(num_devices=1, num_seeds=num_seeds, total_steps=12, log_every=4,
+                checkpoint_every=3, keep_checkpoints=10)
+  reference = train.train_and_evaluate(config, str(tmp_path / 'ref'))
+  for resume_at in (6, 9):
+    workdir = tmp_path / f'from{resume_at}'
+    shutil.copytree(tmp_path / 'ref', workdir)
+    os.remove(workdir / 'result.json')
+    for saved in checkpoint.saved_steps(str(workdir)):
+      if saved > resume_at:
+        shutil.rmtree(workdir / 'checkpoints' / str(saved))
+    resumed = train.train_and_evaluate(config, str(workdir))
+    assert resumed['final_train_loss'] == reference['final_train_loss']
+    assert losses(workdir) == losses(tmp_path / 'ref')
 
 
 def test_sigterm_saves_and_exits(tmp_path):
