@@ -145,7 +145,7 @@ class JaxCase:
     self.initial_params = jax.device_get(params)  # host copy: the state gets donated
     tx = step_lib.make_optimizer(config, step_lib.make_schedule(config, 1), params, spec.head)
     state = {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params),
-             'step': jnp.int32(0)}
+             'step': jnp.int32(0), 'seed': step_lib.seeds(config)}
     shardings = parallel.state_shardings(mesh, state, fsdp=False)
     batch_sharding = parallel.batch_sharding(mesh)
     # The steps take it, but apply it only to uint8 batches: this one is float32.

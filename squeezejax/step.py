@@ -1,8 +1,10 @@
 """The update step and the evaluation step: pure functions of pytrees, for `jax.jit`.
 
   train_step(state, batch) -> (state, metric sums)
-      state = {params, batch_stats, opt_state, step}; batch_stats holds the BatchNorm
-      running averages ({} for a network without BatchNorm), updated by each step
+      state = {params, batch_stats, opt_state, step, seed}; batch_stats holds the
+      BatchNorm running averages ({} for a network without BatchNorm), updated by each
+      step; seed (`seeds`) is an argument rather than a constant of the program, so
+      runs that differ only in their seed share one compiled step
   eval_step(weights, batch) -> sums of (loss, top-1, top-5, count) over unmasked rows
       weights = model.merge_weights(params, batch_stats): the running averages
 
@@ -117,6 +119,14 @@ def _split(x: jax.Array, k: int) -> jax.Array:
 # -- steps ------------------------------------------------------------------------------
 
 
+def seeds(config) -> np.ndarray:
+  """state['seed']: the seed of the network, or of each (config.num_seeds > 1). Not
+  saved in checkpoints, like state['step']: the config gives it."""
+  if config.num_seeds == 1:
+    return np.int32(config.seed)
+  return config.seed + np.arange(config.num_seeds, dtype=np.int32)
+
+
 def make_train_step(graphdef, tx, config, prep: Preprocessing, splits: int = 1):
   """(state, batch) -> (state, metrics).
 
@@ -182,16 +192,16 @@ def make_train_step(graphdef, tx, config, prep: Preprocessing, splits: int = 1):
     return params, new_stats, opt_state, metrics
 
   def train_step(state, batch):
-    args = state['params'], state['batch_stats'], state['opt_state'], state['step'], batch
+    args = (state['params'], state['batch_stats'], state['opt_state'], state['step'], batch,
+            state['seed'])
     if config.num_seeds == 1:
-      params, batch_stats, opt_state, metrics = update(*args, config.seed)
+      params, batch_stats, opt_state, metrics = update(*args)
     else:
-      seeds = config.seed + jnp.arange(config.num_seeds)
       params, batch_stats, opt_state, metrics = _over_seeds(
           update, resolve_seed_axis(config.seed_axis),
-          (True, True, True, False, False, True))(*args, seeds)
+          (True, True, True, False, False, True))(*args)
     return {'params': params, 'batch_stats': batch_stats, 'opt_state': opt_state,
-            'step': state['step'] + 1}, metrics
+            'step': state['step'] + 1, 'seed': state['seed']}, metrics
 
   return train_step
 

@@ -37,6 +37,10 @@ from squeezejax import cli, configs, data, files, parallel, step as step_lib
 from squeezejax import model as model_lib
 from squeezejax.errors import Preempted, UserError, on_sigterm
 
+# The state's parts that checkpoints leave out: the step is the checkpoint's own, the
+# seeds come from the config.
+NOT_SAVED = ('step', 'seed')
+
 
 def say(message: str) -> None:
   if jax.process_index() == 0:
@@ -194,18 +198,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     params, batch_stats = model_lib.split_weights(model_lib.create(spec, seed=seed))
     return params, batch_stats, tx.init(params)
 
-  def init_state():
+  def init_state(seed):  # the seed an argument: seeds of a point share one program
     if config.num_seeds == 1:
-      params, batch_stats, opt_state = init_one(config.seed)
+      params, batch_stats, opt_state = init_one(jax.random.key(seed))
     else:
-      keys = jax.vmap(jax.random.key)(config.seed + jnp.arange(config.num_seeds))
-      params, batch_stats, opt_state = jax.vmap(init_one)(keys)
+      params, batch_stats, opt_state = jax.vmap(init_one)(jax.vmap(jax.random.key)(seed))
     return {'params': params, 'batch_stats': batch_stats, 'opt_state': opt_state,
-            'step': jnp.int32(0)}
+            'step': jnp.int32(0), 'seed': seed}
 
-  abstract_state = jax.eval_shape(init_state)
+  seeds = step_lib.seeds(config)
+  abstract_state = jax.eval_shape(init_state, seeds)
   shardings = parallel.state_shardings(mesh, abstract_state, config.fsdp)
-  shardings['step'] = parallel.replicated(mesh)
+  shardings['step'] = shardings['seed'] = parallel.replicated(mesh)
   abstract_state = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings)
 
@@ -213,10 +217,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpointer = checkpoint_lib.Checkpointer(
       os.path.join(workdir, checkpoint_lib.CHECKPOINTS), keep=config.keep_checkpoints)
   restored = checkpointer.restore_latest(
-      {k: v for k, v in abstract_state.items() if k != 'step'})
+      {k: v for k, v in abstract_state.items() if k not in NOT_SAVED})
   if restored is not None:
     start_step, items, meta = restored
-    state = {**items, 'step': jax.device_put(np.int32(start_step), shardings['step'])}
+    state = {**items, 'step': jax.device_put(np.int32(start_step), shardings['step']),
+             'seed': jax.device_put(seeds, shardings['seed'])}
     window = LogWindow(meta.get('window'))
     say(f'resumed from step {start_step} in {workdir}')
   else:
@@ -263,14 +268,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if start_step < steps:  # a finished run only evaluates
       programs.append(train_step.lower(abstract_state, first))
   if state is None:
-    init = jax.jit(init_state, out_shardings=shardings,
+    init = jax.jit(init_state, in_shardings=shardings['seed'], out_shardings=shardings,
                    compiler_options=parallel.run_once_compiler_options())
-    programs.append(init.lower())
+    programs.append(init.lower(abstract_state['seed']))
   for lowered in programs:
     lowered.compile()
   clock.lap('compile')
   if state is None:
-    state = init()
+    state = init(jax.device_put(seeds, shardings['seed']))
     if config.init_from:
       state = _init_from(config.init_from, state, tx, shardings, mesh)
     jax.block_until_ready(state)
@@ -331,7 +336,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if step % config.checkpoint_every == 0 or step == steps or preempted.is_set():
         # Keep the partial log window so that a resumed run logs identically.
         clock.lap('train')
-        checkpointer.save(step, {k: v for k, v in state.items() if k != 'step'},
+        checkpointer.save(step, {k: v for k, v in state.items() if k not in NOT_SAVED},
                           {'step': step, 'seed': config.seed, 'window': window.to_dict()})
         clock.lap('checkpoint')
         if preempted.is_set():
@@ -394,7 +399,7 @@ def _init_from(directory, state, tx, shardings, mesh):
       elif kind == 'params':
         say(f'init_from: {name} shapes differ ({directory}); keeping it freshly initialised')
   opt_state = jax.jit(tx.init, out_shardings=shardings['opt_state'])(new['params'])
-  return {**new, 'opt_state': opt_state, 'step': state['step']}
+  return {**new, 'opt_state': opt_state, 'step': state['step'], 'seed': state['seed']}
 
 
 def _check_same_run(workdir: str, spec, dataset: str) -> None:

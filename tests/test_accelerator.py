@@ -142,7 +142,7 @@ def test_bfloat16_tracks_float32_and_keeps_float32_state():
     graphdef, _ = nnx.split(net)
     initial, batch_stats = model_lib.split_weights(net)
     state = {'params': initial, 'batch_stats': batch_stats, 'opt_state': tx.init(initial),
-             'step': jnp.int32(0)}
+             'step': jnp.int32(0), 'seed': step.seeds(config)}
     train_step = jax.jit(step.make_train_step(graphdef, tx, config, prep))
     losses[dtype] = []
     for i in range(6):

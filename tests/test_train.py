@@ -121,6 +121,29 @@ def test_each_program_compiles_once(tmp_path, caplog):
     assert len(compiles) == 1, (program, len(compiles))
 
 
+def test_seeds_share_compiled_programs(tmp_path):
+  # A sweep's seeds of one point differ only in the seed, which is an argument of the
+  # programs: the persistent compilation cache holds one train step and one initialiser
+  # for both, and the seed still reaches them (dropout and augmentation on).
+  from squeezejax import job
+  previous = jax.config.jax_compilation_cache_dir
+  job.setup_compilation_cache(str(tmp_path / 'cache'))
+  try:
+    results = [train.train_and_evaluate(
+        load(num_devices=1, seed=seed, augment='crop_flip', **{'spec.dropout_rate': 0.5}),
+        str(tmp_path / str(seed))) for seed in (0, 1)]
+  finally:
+    jax.config.update('jax_compilation_cache_dir', previous)
+    from jax.experimental.compilation_cache import compilation_cache
+    compilation_cache.reset_cache()
+  entries = os.listdir(tmp_path / 'cache')
+  for program in ('jit_train_step', 'jit_init_state', 'jit_eval_step'):
+    assert len([e for e in entries if e.startswith(program + '-')]) == 1, (program, entries)
+  assert results[0]['final_train_loss'] != results[1]['final_train_loss']
+  assert not np.array_equal(*[jax.tree.leaves(final_params(str(tmp_path / str(seed))))[0]
+                              for seed in (0, 1)])
+
+
 def _free_port():
   with socket.socket() as s:
     s.bind(('localhost', 0))
@@ -266,7 +289,7 @@ def test_batch_splits_give_the_full_batch_update():
   params = nnx.to_pure_dict(params)
   tx = step.make_optimizer(config, optax.constant_schedule(0.1), params)
   state = {'params': params, 'batch_stats': {}, 'opt_state': tx.init(params),
-           'step': jnp.int32(0)}
+           'step': jnp.int32(0), 'seed': step.seeds(config)}
   rng = np.random.default_rng(0)
   batch = {'image': rng.standard_normal((32, 16, 16, 3), np.float32),
            'label': rng.integers(0, 10, 32).astype(np.int32)}
@@ -393,7 +416,7 @@ def test_each_seed_of_a_step_is_its_single_seed_step(seed_axis):
   def init(seed):
     params, batch_stats = model_lib.split_weights(model_lib.create(spec, seed=seed))
     return {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params),
-            'step': jnp.int32(0)}
+            'step': jnp.int32(0), 'seed': jnp.int32(seed)}
 
   def run(config, state):
     train_step = jax.jit(step.make_train_step(graphdef, tx, config, source.preprocessing))
