@@ -33,7 +33,7 @@ import numpy as np
 from flax import nnx
 
 from squeezejax import checkpoint as checkpoint_lib
-from squeezejax import cli, configs, data, files, parallel, step as step_lib
+from squeezejax import cli, configs, data, files, parallel, run_log, step as step_lib
 from squeezejax import model as model_lib
 from squeezejax.errors import Preempted, UserError, on_sigterm
 
@@ -47,101 +47,10 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def format_duration(seconds: float) -> str:
-  seconds = int(seconds)
-  return f'{seconds // 3600}h{seconds // 60 % 60:02d}m' if seconds >= 3600 else \
-      f'{seconds // 60}m{seconds % 60:02d}s'
-
-
-class MetricWriter:
-  """metrics.jsonl and TensorBoard events, written by process 0 only."""
-
-  def __init__(self, workdir: str, start_step: int = 0):
-    self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, 'metrics.jsonl')
-    self.tensorboard = None
-    if not self.enabled:
-      return
-    if os.path.exists(self.path):
-      # A resumed run redoes the steps after its checkpoint: drop their old lines so
-      # the file reads as if the run had never stopped.
-      with open(self.path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)['step'] <= start_step]
-      files.write_atomic(self.path, ''.join(kept))
-    from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top
-    self.tensorboard = tensorboard.SummaryWriter(os.path.join(workdir, 'tensorboard'))
-
-  def write(self, step: int, metrics: dict[str, Any]) -> None:
-    if not self.enabled:
-      return
-    files.append_line(self.path, json.dumps({'step': step, **metrics}))
-    for k, v in metrics.items():
-      for name, values in (v.items() if isinstance(v, dict) else [(k, v)]):
-        for i, x in (enumerate(values) if isinstance(values, list) else [(None, values)]):
-          self.tensorboard.scalar(name if i is None else f'{name}/seed_{i}', x, step)
-    self.tensorboard.flush()
-
-  def close(self):
-    if self.tensorboard is not None:
-      self.tensorboard.close()
-
-
-class Stopwatch:
-  """Wall seconds by phase of a run, kept in result.json's `timing`: where a run's
-  time went beyond its training steps (a sweep point's overhead)."""
-
-  def __init__(self):
-    self.seconds: dict[str, float] = {}
-    self._last = time.perf_counter()
-
-  def lap(self, phase: str) -> None:
-    now = time.perf_counter()
-    self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
-    self._last = now
-
-
-class LogWindow:
-  """Per-seed loss and top-1 summed since the last log step, saved in checkpoints.
-
-  The sums stay on the device in the step's float32 (the only host sync is at log steps),
-  and a checkpoint saves them bit-exactly: a run resumed mid-window adds the same numbers
-  in the same order as an uninterrupted one, so it logs the same losses to the last bit."""
-
-  KEYS = ('loss', 'top1')
-
-  def __init__(self, saved: dict[str, Any] | None = None):
-    self.count = saved['count'] if saved else 0
-    self.sums = ({k: np.asarray(saved[k], np.float32) for k in self.KEYS}
-                 if self.count else None)
-
-  def add(self, metrics) -> None:
-    metrics = {k: metrics[k] for k in self.KEYS}
-    if self.sums is None:
-      self.sums = metrics
-    else:
-      self.sums = {k: jnp.add(self._on_device(self.sums[k], metrics[k]), metrics[k])
-                   for k in self.KEYS}
-    self.count += 1
-
-  @staticmethod
-  def _on_device(total, like):
-    # A resumed window's saved sums go where the step's metrics live (across processes too).
-    return jax.device_put(total, like.sharding) if isinstance(total, np.ndarray) else total
-
-  def means(self) -> dict[str, np.ndarray]:
-    """Per-seed means, one host transfer."""
-    sums = jax.device_get(self.sums)
-    return {k: np.asarray(sums[k], np.float64).reshape(-1) / self.count for k in self.KEYS}
-
-  def to_dict(self) -> dict[str, Any]:
-    sums = jax.device_get(self.sums) if self.sums else dict.fromkeys(self.KEYS, 0.0)
-    return {**{k: np.asarray(sums[k]).tolist() for k in self.KEYS}, 'count': self.count}
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming from workdir), evaluates, writes and returns result.json's dict."""
   t_start = time.time()
-  clock = Stopwatch()
+  clock = run_log.Stopwatch()
   configs.validate(config)
   parallel.initialize_distributed(config.coordinator_address, config.num_processes,
                                   config.process_id)
@@ -194,8 +103,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       f'({steps / steps_per_epoch:.2f} epochs)')
 
   # -- state, created directly in its shardings ---------------------------------------
-  def init_one(seed):
-    params, batch_stats = model_lib.split_weights(model_lib.create(spec, seed=seed))
+  def init_one(key):
+    params, batch_stats = model_lib.split_weights(model_lib.create(spec, seed=key))
     return params, batch_stats, tx.init(params)
 
   def init_state(seed):  # the seed an argument: seeds of a point share one program
@@ -222,10 +131,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     start_step, items, meta = restored
     state = {**items, 'step': jax.device_put(np.int32(start_step), shardings['step']),
              'seed': jax.device_put(seeds, shardings['seed'])}
-    window = LogWindow(meta.get('window'))
+    window = run_log.LogWindow(meta.get('window'))
     say(f'resumed from step {start_step} in {workdir}')
   else:
-    start_step, window, state = 0, LogWindow(), None
+    start_step, window, state = 0, run_log.LogWindow(), None
   checkpoint_lib.write_model_json(workdir, spec, {
       'preprocessing': {'kind': 'dataset', 'mean': list(prep.mean), 'std': list(prep.std),
                         'image_size': prep.image_size},
@@ -283,7 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   batches = itertools.chain([first], batches)
 
   # -- loop -----------------------------------------------------------------------------
-  writer = MetricWriter(workdir, start_step)
+  writer = run_log.MetricWriter(workdir, start_step)
   stall_warned = False
   last_metrics: dict[str, Any] = {}
   img_s_history = []
@@ -319,9 +228,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         stall_warned = _warn_if_stalled(loss, spec.num_classes, step, steps, stall_warned)
         eta = (steps - step) * (now - t_window) / (step - step_window)
         say(f'step {step}/{steps} loss {loss:.4f} train_top1 {last_metrics["train_top1"]:.3f} '
-            f'lr {last_metrics["lr"]:.3g} {img_s:,.0f} img/s ETA {format_duration(eta)}')
+            f'lr {last_metrics["lr"]:.3g} {img_s:,.0f} img/s '
+            f'ETA {run_log.format_duration(eta)}')
         writer.write(step, last_metrics)
-        window = LogWindow()
+        window = run_log.LogWindow()
         t_window, step_window = time.time(), step
 
       if config.eval_every and step % config.eval_every == 0 and step != steps:
@@ -364,7 +274,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       'steps': steps, 'final_train_loss': last_metrics.get('loss'), **final,
       'train_img_s': train_img_s, 'data_on_device': resident is not None,
       'seed_axis': seed_axis, 'wall_s': wall_s,
-      'timing': _timing(clock, wall_s, (steps - start_step) * config.batch_size, train_img_s),
+      'timing': run_log.timing(clock, wall_s, (steps - start_step) * config.batch_size,
+                               train_img_s),
       **environment()}
   if per_seed is not None:  # several seeds: the means above, each seed here
     result['per_seed'] = [
@@ -374,16 +285,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     files.write_json(os.path.join(workdir, 'result.json'), result)  # all of it or nothing
   run_lock.close()
   return result
-
-
-def _timing(clock: Stopwatch, wall_s: float, images: int, img_s: float | None) -> dict:
-  """Seconds by phase, and the run's overhead: its wall time beyond its steps at the
-  steady rate (the median logged img/s, first window excluded)."""
-  timing = {f'{phase}_s': round(s, 3) for phase, s in clock.seconds.items()}
-  if img_s:
-    timing['steady_train_s'] = round(images / img_s, 3)
-    timing['overhead_s'] = round(wall_s - images / img_s, 3)
-  return timing
 
 
 def _init_from(directory, state, tx, shardings, mesh):
