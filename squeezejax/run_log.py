@@ -106,12 +106,11 @@ class LogWindow:
     return {**{k: np.asarray(sums[k]).tolist() for k in self.KEYS}, 'count': self.count}
 
 
-
 def timing(clock: Stopwatch, wall_s: float, images: int, img_s: float | None) -> dict:
   """Seconds by phase, and the run's overhead: its wall time beyond its steps at the
   steady rate (the median logged img/s, first window excluded)."""
-  timing = {f'{phase}_s': round(s, 3) for phase, s in clock.seconds.items()}
+  seconds = {f'{phase}_s': round(s, 3) for phase, s in clock.seconds.items()}
   if img_s:
-    timing['steady_train_s'] = round(images / img_s, 3)
-    timing['overhead_s'] = round(wall_s - images / img_s, 3)
-  return timing
+    seconds['steady_train_s'] = round(images / img_s, 3)
+    seconds['overhead_s'] = round(wall_s - images / img_s, 3)
+  return seconds
