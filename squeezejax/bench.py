@@ -44,7 +44,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from squeezejax import cli, configs, data, files, parallel
+from squeezejax import cli, configs, data, files, parallel, step_profile
 from squeezejax import model as model_lib
 from squeezejax import spec as spec_lib
 from squeezejax import step as step_lib
@@ -250,10 +250,11 @@ def _error_text(error: Exception, limit: int = 2000) -> str:
 
 def run_case(case: Case, *, dtype: str, compare: str, mesh, peak_gflops: float,
              windows: int, steps: int, cpu_convolutions: tuple[str, ...] = ('eigen',),
-             torch_configs: tuple[str, ...] = TORCH_CONFIGS,
+             torch_configs: tuple[str, ...] = TORCH_CONFIGS, profile_steps: int = 0,
              say: Callable[[str], None] = print) -> list[dict[str, Any]]:
   """One result per `cpu_convolutions` choice, all timed in the same interleaved windows
-  (with `compare='torch'`, against each of `torch_configs`)."""
+  (with `compare='torch'`, against each of `torch_configs`); with `profile_steps`, each
+  result also has a `profile` of that many steps (step_profile), after the timing."""
   spec, size, batch = case.spec, case.image_size, case.batch_size
   rng = np.random.default_rng(0)
   images = rng.standard_normal((batch, size, size, spec.in_channels), np.float32)
@@ -290,9 +291,17 @@ def run_case(case: Case, *, dtype: str, compare: str, mesh, peak_gflops: float,
   torch_runs = {config: {'times': times.get(('torch', config)), 'error': torch_errors.get(config),
                          'losses': torch_cases[config].losses if config in torch_cases else None}
                 for config in (torch_configs if compare == 'torch' else ())}
-  return [_result(case, dtype, mesh, peak_gflops, windows, steps, conv, jax_cases[conv],
-                  times[conv, 'train'], times[conv, 'eval'], times['input'], torch_runs)
-          for conv in jax_cases]
+  results = [_result(case, dtype, mesh, peak_gflops, windows, steps, conv, jax_cases[conv],
+                     times[conv, 'train'], times[conv, 'eval'], times['input'], torch_runs)
+             for conv in jax_cases]
+  if profile_steps:
+    say(f'  profiling {profile_steps} steps')
+    for result, jax_case in zip(results, jax_cases.values()):
+      best = result['torch_best']
+      with jax.set_mesh(mesh):
+        result['profile'] = step_profile.profile_case(
+            jax_case, torch_cases.get(best), best, profile_steps, parallel.cpu_count())
+  return results
 
 
 def _result(case: Case, dtype: str, mesh, peak_gflops: float, windows: int, steps: int,
@@ -438,12 +447,18 @@ def main(argv: list[str]) -> int:
   parser.add_argument('--peak_size', type=int, default=2048, help='matmul size for the peak')
   parser.add_argument('--batch_splits', type=int, default=0,
                       help="the trainer's config.batch_splits (0 = automatic)")
+  parser.add_argument('--profile', type=int, default=0, metavar='STEPS',
+                      help='after timing, profile this many train steps of each case (and of '
+                           'the fastest PyTorch set-up): where the step time goes')
   parser.add_argument('--cpu_convolutions', default='eigen',
                       help='XLA:CPU convolution library, or a comma-separated list to time '
                            'side by side: ' + ', '.join(configs.CPU_CONVOLUTIONS))
   args = parser.parse_args(argv)
   if args.windows < 1 or args.steps < 1 or args.peak_size < 1:
     raise UserError('--windows, --steps and --peak_size must be integers >= 1')
+  if args.profile < 0:
+    raise UserError(f'--profile={args.profile} is not allowed: expected 0 (off) or a number '
+                    'of steps >= 1')
   if args.json:
     files.check_output_file(args.json, '--json')  # before minutes of measuring
   convs = tuple(dict.fromkeys(args.cpu_convolutions.split(',')))
@@ -476,8 +491,11 @@ def main(argv: list[str]) -> int:
     results.extend(run_case(case, dtype=args.dtype, compare=args.compare, mesh=mesh,
                             peak_gflops=peak, windows=args.windows, steps=args.steps,
                             cpu_convolutions=convs, torch_configs=torch_configs,
-                            say=lambda m: print(m, flush=True)))
+                            profile_steps=args.profile, say=lambda m: print(m, flush=True)))
   print(table(results, cpu, peak))
+  for r in results:
+    if 'profile' in r:
+      print('\n' + step_profile.table(r))
   if args.json:
     report = {'results': results, 'peak_matmul_gflops': peak, 'cpu': cpu,
               'environment': environment()}

@@ -10,7 +10,7 @@ import pytest
 import torch
 from flax import nnx
 
-from squeezejax import bench, cli, parallel, torch_reference
+from squeezejax import bench, cli, parallel, step_profile, torch_reference
 from squeezejax import model as model_lib
 from squeezejax import spec as spec_lib
 from squeezejax.errors import UserError
@@ -27,7 +27,7 @@ def report(tmp_path_factory):
   Inductor after the first run)."""
   path = tmp_path_factory.mktemp('bench') / 'bench.json'
   assert bench.main([*TINY, '--compare=torch', '--cpu_convolutions=eigen,ynnpack',
-                     f'--json={path}']) == 0
+                     '--profile=1', f'--json={path}']) == 0
   return json.loads(path.read_text())
 
 
@@ -86,6 +86,35 @@ def test_every_configuration_trains_the_same_network(report):
     np.testing.assert_allclose(losses, eager, rtol=1e-5, err_msg=name)
     np.testing.assert_allclose(losses[1] - losses[0], eager[1] - eager[0],
                                rtol=0.05, atol=2e-6, err_msg=name)
+
+
+def test_profile_attributes_the_step_to_libraries_and_phases(report):
+  eigen, ynnpack = report['results']
+  for result in (eigen, ynnpack):
+    profile = result['profile']
+    assert profile['torch_config'] == result['torch_best']
+    jax_ms = profile['jax']['ms_per_step']
+    assert all(v >= 0 for v in jax_ms.values()) and sum(jax_ms.values()) > 0
+    phases = {key.split(' | ')[1] for key in jax_ms}
+    assert {'forward', 'backward'} <= phases, phases
+    # The fire modules' 1x1 convolutions run as YNNPACK matmuls, forward and backward.
+    assert jax_ms['dot (library fusion) | forward'] > 0
+    assert jax_ms['dot (library fusion) | backward'] > 0
+    assert all(0 < b <= 1 for b in profile['jax']['busy_share'])
+    assert profile['torch']['ms_per_step']['convolution'] > 0
+    assert step_profile.table(result).startswith(
+        f'### squeezenet_small 16 px, batch 8, {result["cpu_convolutions"]}; PyTorch ')
+  # Which library runs the 3x3 convolutions is what --cpu_convolutions chose.
+  assert any(k.startswith('convolution (library fusion)') for k in ynnpack['profile']['jax'][
+      'ms_per_step'])
+  assert not any(k.startswith('convolution (library fusion)') for k in eigen['profile']['jax'][
+      'ms_per_step'])
+  assert any(k.startswith('convolution |') for k in eigen['profile']['jax']['ms_per_step'])
+
+
+def test_busy_time_is_the_union_of_intervals():
+  assert step_profile._busy([]) == 0
+  assert step_profile._busy([(0, 10), (5, 12), (20, 25), (21, 22)]) == 17
 
 
 def test_a_failed_torch_compile_is_recorded_not_fatal(monkeypatch, tmp_path):
@@ -168,6 +197,7 @@ def test_torch_module_is_the_same_network(model, flags):
     (['--compare=torch', '--torch_configs=eager,jit'], "torch_configs='eager,jit'"),
     (['--cpu_convolutions=eigen,mkl'], "cpu_convolutions='mkl'"),
     (['--model=squeezenet_small', '--batch_splits=3'], 'batch_splits=3'),
+    (['--model=squeezenet_small', '--profile=-2'], 'profile=-2'),
 ])
 def test_user_errors_are_one_line(argv, message):
   with pytest.raises(UserError, match=message) as info:
