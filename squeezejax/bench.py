@@ -297,10 +297,9 @@ def run_case(case: Case, *, dtype: str, compare: str, mesh, peak_gflops: float,
   if profile_steps:
     say(f'  profiling {profile_steps} steps')
     for result, jax_case in zip(results, jax_cases.values()):
-      best = result['torch_best']
       with jax.set_mesh(mesh):
         result['profile'] = step_profile.profile_case(
-            jax_case, torch_cases.get(best), best, profile_steps, parallel.cpu_count())
+            jax_case, torch_cases.get(result['torch_best']), profile_steps, parallel.cpu_count())
   return results
 
 
@@ -448,17 +447,14 @@ def main(argv: list[str]) -> int:
   parser.add_argument('--batch_splits', type=int, default=0,
                       help="the trainer's config.batch_splits (0 = automatic)")
   parser.add_argument('--profile', type=int, default=0, metavar='STEPS',
-                      help='after timing, profile this many train steps of each case (and of '
-                           'the fastest PyTorch set-up): where the step time goes')
+                      help='then profile this many steps of each case and of the fastest torch')
   parser.add_argument('--cpu_convolutions', default='eigen',
                       help='XLA:CPU convolution library, or a comma-separated list to time '
                            'side by side: ' + ', '.join(configs.CPU_CONVOLUTIONS))
   args = parser.parse_args(argv)
   if args.windows < 1 or args.steps < 1 or args.peak_size < 1:
     raise UserError('--windows, --steps and --peak_size must be integers >= 1')
-  if args.profile < 0:
-    raise UserError(f'--profile={args.profile} is not allowed: expected 0 (off) or a number '
-                    'of steps >= 1')
+  step_profile.check_steps(args.profile)
   if args.json:
     files.check_output_file(args.json, '--json')  # before minutes of measuring
   convs = tuple(dict.fromkeys(args.cpu_convolutions.split(',')))
@@ -493,9 +489,8 @@ def main(argv: list[str]) -> int:
                             cpu_convolutions=convs, torch_configs=torch_configs,
                             profile_steps=args.profile, say=lambda m: print(m, flush=True)))
   print(table(results, cpu, peak))
-  for r in results:
-    if 'profile' in r:
-      print('\n' + step_profile.table(r))
+  for profiled in [r for r in results if 'profile' in r]:
+    print('\n' + step_profile.table(profiled))
   if args.json:
     report = {'results': results, 'peak_matmul_gflops': peak, 'cpu': cpu,
               'environment': environment()}

@@ -28,10 +28,22 @@ from typing import Any
 
 import jax
 
+from squeezejax.errors import UserError
+
 INSTRUCTION = re.compile(r'\s*(?:ROOT )?%?([\w.\-]+) = .*?\s([a-z\-]+)\(')
 COMPUTATION = re.compile(r'%?([\w.\-]+) [^{]*\{\s*$')
 CALLS = re.compile(r'calls=%?([\w.\-]+)')
 OP_NAME = re.compile(r'op_name="([^"]*)"')
+
+
+def check_steps(steps: int) -> None:
+  """A one-line error for a bad `--profile` (0 is off)."""
+  if steps < 0:
+    raise UserError(f'--profile={steps} is not allowed: expected 0 (off) or a number of '
+                    'steps >= 1')
+  if steps and jax.default_backend() != 'cpu':  # it reads XLA:CPU's worker threads
+    raise UserError(f'--profile reads XLA:CPU traces; on {jax.default_backend()} use '
+                    'jax.profiler.trace and XProf instead')
 
 
 def _hlo_kernels(hlo_text: str) -> dict[str, tuple[str, str]]:
@@ -130,12 +142,11 @@ def profile_torch(run, steps: int) -> dict[str, Any]:
   return {'ms_per_step': dict(sorted(ms.items()))}
 
 
-def profile_case(jax_case, torch_case, torch_config: str | None, steps: int, cores: int
-                 ) -> dict[str, Any]:
+def profile_case(jax_case, torch_case, steps: int, cores: int) -> dict[str, Any]:
   """A bench case's profile: its JAX train step and, if given, a PyTorch one."""
   return {'jax': profile_jax(jax_case.train_step, jax_case.train, steps, cores),
           'torch': profile_torch(torch_case.train, steps) if torch_case else None,
-          'torch_config': torch_config if torch_case else None}
+          'torch_config': torch_case.config if torch_case else None}
 
 
 def table(result: dict[str, Any]) -> str:
