@@ -30,8 +30,7 @@ import jax
 
 from squeezejax.errors import UserError
 
-INSTRUCTION = re.compile(r'\s*(?:ROOT )?%?([\w.\-]+) = .*?\s([a-z\-]+)\(')
-COMPUTATION = re.compile(r'%?([\w.\-]+) [^{]*\{\s*$')
+INSTRUCTION = re.compile(r'\s+(?:ROOT )?%?([\w.\-]+) = .*?\s([a-z\-]+)\(')
 CALLS = re.compile(r'calls=%?([\w.\-]+)')
 OP_NAME = re.compile(r'op_name="([^"]*)"')
 
@@ -47,21 +46,20 @@ def check_steps(steps: int) -> None:
 
 
 def _hlo_kernels(hlo_text: str) -> dict[str, tuple[str, str]]:
-  """Instruction name -> (what runs it, phase) for every top-level instruction."""
+  """Instruction name (what a kernel event is called) -> (what runs it, phase)."""
   opcodes: dict[str, set[str]] = collections.defaultdict(set)  # computation -> opcodes
-  lines = []
+  instructions = []
   computation = None
   for line in hlo_text.splitlines():
-    if line.startswith('}'):
-      computation = None
-    elif (m := COMPUTATION.match(line)) and '=' not in line.split('{')[0].split('(')[0]:
-      computation = m.group(1)
-    elif (m := INSTRUCTION.match(line)) and computation:
+    if not line.startswith(' ') and line.endswith('{'):  # a computation's header
+      computation = line.removeprefix('ENTRY ').lstrip('%').split(' ')[0]
+    elif computation and (m := INSTRUCTION.match(line)):
       opcodes[computation].add(m.group(2))
-      lines.append((m.group(1), m.group(2), line))
+      instructions.append((m.group(1), m.group(2), line))
   kernels = {}
-  for name, opcode, line in lines:
-    called = opcodes.get(m.group(1), set()) if (m := CALLS.search(line)) else set()
+  for name, opcode, line in instructions:
+    calls = CALLS.search(line)
+    called = opcodes[calls.group(1)] if calls else set()
     if opcode == 'fusion' and 'kind=kCustom' in line:
       what = next((f'{op} (library fusion)' for op in ('convolution', 'dot') if op in called),
                   'reduce (library fusion)')
@@ -72,9 +70,10 @@ def _hlo_kernels(hlo_text: str) -> dict[str, tuple[str, str]]:
       what = opcode
     else:
       what = 'other'
-    op_name = m.group(1) if (m := OP_NAME.search(line)) else None
-    phase = ('no source op' if op_name is None else 'backward' if 'transpose(jvp' in op_name
-             else 'forward' if 'jvp(' in op_name else 'update and other')
+    op_name = OP_NAME.search(line)
+    phase = ('no source op' if op_name is None
+             else 'backward' if 'transpose(jvp' in op_name.group(1)
+             else 'forward' if 'jvp(' in op_name.group(1) else 'update and other')
     kernels[name] = (what, phase)
   return kernels
 
@@ -105,15 +104,13 @@ def profile_jax(compiled, run, steps: int, cores: int) -> dict[str, Any]:
   threads = {}
   for plane in data.planes:
     for line in plane.lines:
-      events = [(e.name, e.start_ns, e.start_ns + e.duration_ns) for e in line.events]
-      mine = [(start, stop) for name, start, stop in events if name in kernels]
-      if not mine:
-        continue
-      for name, start, stop in events:
-        if name in kernels:
-          ms[kernels[name]] += (stop - start) / 1e6
-      if 'Eigen' in line.name:  # XLA:CPU's worker pool, one thread per core
-        threads[line.name] = mine
+      intervals = []
+      for event in line.events:
+        if event.name in kernels:
+          ms[kernels[event.name]] += event.duration_ns / 1e6
+          intervals.append((event.start_ns, event.start_ns + event.duration_ns))
+      if intervals and 'Eigen' in line.name:  # XLA:CPU's worker pool, a thread per core
+        threads[line.name] = intervals
   everything = [i for t in threads.values() for i in t] or [(0, 1)]
   span = max(s for _, s in everything) - min(s for s, _ in everything)
   return {'ms_per_step': {f'{what} | {phase}': v / steps / cores
