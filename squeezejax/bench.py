@@ -134,7 +134,7 @@ class JaxCase:
   """Compiled train and eval steps of one case, with their state and batch."""
 
   def __init__(self, case: Case, dtype: str, mesh, images: np.ndarray, labels: np.ndarray,
-               cpu_convolutions: str = 'eigen'):
+               cpu_convolutions: str = 'auto'):
     self.mesh = mesh
     spec, size, config = case.spec, case.image_size, case.config
     self.splits = step_lib.batch_splits(config, mesh)
@@ -154,15 +154,13 @@ class JaxCase:
     self.eval_batch = parallel.global_batch(
         mesh, {'image': images, 'label': labels, 'mask': np.ones(len(labels), np.float32)})
 
-    options = parallel.compiler_options(cpu_convolutions)
-    train_step = jax.jit(
-        step_lib.make_train_step(graphdef, tx, config, prep, self.splits),
+    train_step = parallel.jit(
+        step_lib.make_train_step(graphdef, tx, config, prep, self.splits), cpu_convolutions,
         in_shardings=(shardings, batch_sharding),
-        out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0,
-        compiler_options=options)
-    eval_step = jax.jit(step_lib.make_eval_step(graphdef, prep),
-                        in_shardings=(self._weights(shardings), batch_sharding),
-                        out_shardings=parallel.replicated(mesh), compiler_options=options)
+        out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+    eval_step = parallel.jit(step_lib.make_eval_step(graphdef, prep), cpu_convolutions,
+                             in_shardings=(self._weights(shardings), batch_sharding),
+                             out_shardings=parallel.replicated(mesh))
     with jax.set_mesh(mesh):
       start = time.perf_counter()
       self.train_step = train_step.lower(state, self.batch).compile()
@@ -249,7 +247,7 @@ def _error_text(error: Exception, limit: int = 2000) -> str:
 
 
 def run_case(case: Case, *, dtype: str, compare: str, mesh, peak_gflops: float,
-             windows: int, steps: int, cpu_convolutions: tuple[str, ...] = ('eigen',),
+             windows: int, steps: int, cpu_convolutions: tuple[str, ...] = ('auto',),
              torch_configs: tuple[str, ...] = TORCH_CONFIGS, profile_steps: int = 0,
              say: Callable[[str], None] = print) -> list[dict[str, Any]]:
   """One result per `cpu_convolutions` choice, all timed in the same interleaved windows
@@ -448,7 +446,7 @@ def main(argv: list[str]) -> int:
                       help="the trainer's config.batch_splits (0 = automatic)")
   parser.add_argument('--profile', type=int, default=0, metavar='STEPS',
                       help='then profile this many steps of each case and of the fastest torch')
-  parser.add_argument('--cpu_convolutions', default='eigen',
+  parser.add_argument('--cpu_convolutions', default='auto',
                       help='XLA:CPU convolution library, or a comma-separated list to time '
                            'side by side: ' + ', '.join(configs.CPU_CONVOLUTIONS))
   args = parser.parse_args(argv)
@@ -457,7 +455,9 @@ def main(argv: list[str]) -> int:
   step_profile.check_steps(args.profile)
   if args.json:
     files.check_output_file(args.json, '--json')  # before minutes of measuring
-  convs = tuple(dict.fromkeys(args.cpu_convolutions.split(',')))
+  # 'auto' as what it picked, in the table and the JSON
+  convs = tuple(dict.fromkeys(parallel.resolve_convolutions(c) or c
+                              for c in args.cpu_convolutions.split(',')))
   torch_configs = tuple(dict.fromkeys(args.torch_configs.split(',')))
   for config in torch_configs:
     if config not in TORCH_CONFIGS:

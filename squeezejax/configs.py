@@ -31,7 +31,7 @@ from squeezejax.errors import UserError
 OPTIMIZERS = ('sgd', 'adamw')
 SCHEDULES = ('linear', 'cosine', 'constant')
 DTYPES = ('float32', 'bfloat16')
-CPU_CONVOLUTIONS = ('eigen', 'ynnpack')
+CPU_CONVOLUTIONS = ('auto', 'onednn', 'eigen', 'ynnpack')
 LAYERS = ('auto', 'textbook', 'cpu')  # squeezejax.layers' formulations
 DATA_ON_DEVICE = ('auto', 'on', 'off')
 SEED_AXES = ('auto', 'vmap', 'map')
@@ -97,9 +97,10 @@ def base_config() -> ml_collections.ConfigDict:
   # optimizer state over the same 'data' axis.
   c.fsdp = False
   c.num_devices = 0  # 0 = every device; N = the first N (one process only)
-  # XLA:CPU convolutions: 'eigen' (every core) | 'ynnpack' (XLA's default). GPUs and
-  # TPUs ignore it.
-  c.cpu_convolutions = 'eigen'
+  # CPU convolutions: 'onednn' (custom calls into oneDNN) | 'eigen' | 'ynnpack'
+  # (XLA's own); 'auto' is onednn where it is installed, else eigen. GPUs and TPUs
+  # ignore it.
+  c.cpu_convolutions = 'auto'
   # Multi-host (jax.distributed); empty = single process.
   c.coordinator_address = ''
   c.num_processes = 1

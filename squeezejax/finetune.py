@@ -185,7 +185,6 @@ def pooled_features(spec, params, preprocessing: dict[str, Any], paths: list[str
   Images are read in batches (a 227 px split need not fit in memory), padded to
   one size (data.padded_batches), so XLA compiles one shape for every split.
   """
-  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from squeezejax import data, model as model_lib, parallel, predict  # pylint: disable=g-import-not-at-top
@@ -195,7 +194,7 @@ def pooled_features(spec, params, preprocessing: dict[str, Any], paths: list[str
     maps = model_lib.features(nnx.merge(graphdef, s), x)  # evaluation mode: no dropout
     return {n: jnp.mean(maps[n][0].astype(jnp.float32), axis=(1, 2)) for n in layers}
 
-  fn = jax.jit(pooled, compiler_options=parallel.compiler_options())
+  fn = parallel.jit(pooled)
   out = {n: [] for n in layers}
   for start in range(0, len(paths), batch_size):
     images = []

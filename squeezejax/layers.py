@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from squeezejax import configs, spec as spec_lib
+from squeezejax import configs, onednn, spec as spec_lib
 from squeezejax.errors import UserError
 
 FORMULATIONS = configs.LAYERS
@@ -59,6 +59,9 @@ class Conv(nnx.Conv):
     self.formulation = resolve(formulation)
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    if self._onednn(x):
+      y = self.without_bias(x)
+      return y if self.bias is None else y + self.bias[...].astype(y.dtype)
     if (self.formulation == 'cpu' and self.kernel_size == (1, 1)
         and self.strides in (1, (1, 1))):
       bias = self.bias[...] if self.bias is not None else None
@@ -70,9 +73,17 @@ class Conv(nnx.Conv):
   def without_bias(self, x: jax.Array) -> jax.Array:
     x, kernel = self.promote_dtype((x, self.kernel[...]), dtype=self.dtype)
     strides = self.strides if isinstance(self.strides, (tuple, list)) else (self.strides,) * 2
+    if self._onednn(x):
+      return onednn.conv(x, kernel, strides, self.padding)
     return jax.lax.conv_general_dilated(
         x, kernel, tuple(strides), tuple(map(tuple, self.padding)),
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=self.precision)
+
+  def _onednn(self, x: jax.Array) -> bool:
+    """Traced inside onednn.enabled() (cpu_convolutions='onednn') in a form it takes:
+    then every convolution, 1x1 ones too, goes to oneDNN (docs/performance.md)."""
+    return onednn.supports(self.dtype or jnp.result_type(x, self.kernel[...]), self.padding,
+                           self.feature_group_count, self.kernel_dilation, self.input_dilation)
 
 
 @jax.custom_jvp

@@ -14,13 +14,13 @@ import importlib.metadata
 import logging
 import os
 import platform
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from squeezejax import configs
+from squeezejax import configs, onednn
 from squeezejax.errors import UserError
 
 DATA = 'data'
@@ -165,22 +165,48 @@ def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def compiler_options(cpu_convolutions: str = 'eigen') -> dict[str, str]:
-  """XLA options for `jax.jit`: on CPU, which library runs the convolutions. Other
-  backends get no options.
+def resolve_convolutions(cpu_convolutions: str = 'auto') -> str:
+  """Who runs a CPU program's convolutions: 'auto' is 'onednn' where its wheels are
+  installed (squeezejax.onednn), else 'eigen'. Other backends get their own ('')."""
+  if cpu_convolutions not in configs.CPU_CONVOLUTIONS:
+    raise UserError(f'cpu_convolutions={cpu_convolutions!r} is not allowed: expected one of '
+                    f'{", ".join(configs.CPU_CONVOLUTIONS)}')
+  if jax.default_backend() != 'cpu':
+    return ''
+  if cpu_convolutions == 'auto':
+    return 'onednn' if onednn.installed() else 'eigen'
+  return cpu_convolutions
+
+
+def compiler_options(cpu_convolutions: str = 'auto') -> dict[str, str]:
+  """XLA options for `jax.jit`: on CPU, which library runs the convolutions XLA
+  keeps. Other backends get no options.
 
   XLA:CPU hands convolutions to YNNPACK by default, which runs each of them on a
   single thread on the x86 machines measured; XLA's Eigen convolutions use every
   core. 'eigen' keeps YNNPACK for the matmuls and reductions and gives the
-  convolutions to Eigen (docs/performance.md).
+  convolutions to Eigen; so does 'onednn', for the convolutions oneDNN does not
+  take (bfloat16, grouped) (docs/performance.md).
   """
-  if cpu_convolutions not in configs.CPU_CONVOLUTIONS:
-    raise UserError(f'cpu_convolutions={cpu_convolutions!r} is not allowed: expected one of '
-                    f'{", ".join(configs.CPU_CONVOLUTIONS)}')
-  if cpu_convolutions == 'ynnpack' or jax.default_backend() != 'cpu':
+  if resolve_convolutions(cpu_convolutions) in ('', 'ynnpack'):
     return {}
   return {'xla_cpu_experimental_ynn_fusion_type':
           'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
+
+
+def jit(fn: Callable[..., Any], cpu_convolutions: str = 'auto', **jit_kwargs):
+  """`jax.jit(fn, **jit_kwargs)` with its convolutions run as `cpu_convolutions` says:
+  with 'onednn', fn is traced with squeezejax.onednn enabled."""
+  choice = resolve_convolutions(cpu_convolutions)
+  if choice == 'onednn':
+    onednn.register()  # a build error now, not inside a trace
+    traced = fn
+
+    @functools.wraps(fn)
+    def fn(*args, **kwargs):  # pylint: disable=function-redefined
+      with onednn.enabled():
+        return traced(*args, **kwargs)
+  return jax.jit(fn, compiler_options=compiler_options(cpu_convolutions), **jit_kwargs)
 
 
 def run_once_compiler_options() -> dict[str, int]:

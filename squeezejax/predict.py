@@ -94,13 +94,11 @@ def logits(spec, params, images: np.ndarray, batch_size: int = BATCH,
            prepare: Callable | None = None) -> np.ndarray:
   """The model's logits for host images, in fixed-size padded batches so that XLA
   compiles once; `prepare` (e.g. `data.Preprocessing.eval`) runs on the device first."""
-  import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from squeezejax import model as model_lib, parallel  # pylint: disable=g-import-not-at-top
   graphdef, state = nnx.split(model_lib.from_params(spec, params))
   prepare = prepare or (lambda x: x)
-  fn = jax.jit(lambda s, x: nnx.merge(graphdef, s)(prepare(x)),
-               compiler_options=parallel.compiler_options())
+  fn = parallel.jit(lambda s, x: nnx.merge(graphdef, s)(prepare(x)))
   out = [np.asarray(fn(state, b['image']))[b['mask'] > 0]
          for b in data.padded_batches({'image': images}, min(batch_size, len(images)))]
   return np.concatenate(out)

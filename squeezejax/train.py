@@ -144,20 +144,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # -- compiled steps --------------------------------------------------------------------
   batch_sharding = parallel.batch_sharding(mesh)
-  options = parallel.compiler_options(config.cpu_convolutions)
   train_fn = step_lib.make_train_step(graphdef, tx, config, prep, splits)
   resident = data.on_device(config, source, mesh)  # the split on the devices, or None
   if resident is not None:
     train_fn = resident.wrap(train_fn)  # gathers the batch inside the step
     say('input: the training split on the devices, each batch gathered in the step')
-  train_step = jax.jit(
-      train_fn, in_shardings=(shardings, batch_sharding if resident is None else None),
-      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0,
-      compiler_options=options)
+  train_step = parallel.jit(
+      train_fn, config.cpu_convolutions,
+      in_shardings=(shardings, batch_sharding if resident is None else None),
+      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
   weights = lambda state: model_lib.merge_weights(state['params'], state['batch_stats'])
-  eval_step = jax.jit(step_lib.make_eval_step(graphdef, prep, config.num_seeds, seed_axis),
-                      in_shardings=(weights(shardings), batch_sharding),
-                      out_shardings=parallel.replicated(mesh), compiler_options=options)
+  eval_step = parallel.jit(step_lib.make_eval_step(graphdef, prep, config.num_seeds, seed_axis),
+                           config.cpu_convolutions,
+                           in_shardings=(weights(shardings), batch_sharding),
+                           out_shardings=parallel.replicated(mesh))
   run_eval = lambda state: step_lib.evaluate(eval_step, weights(state), source.eval_batches(),
                                              mesh)
   if resident is not None:
@@ -402,8 +402,8 @@ def eval_main(argv: list[str]) -> int:
   source = data.make_input(config)
   graphdef, _ = nnx.split(nnx.eval_shape(
       lambda: model_lib.create(spec, formulation=config.layers)))
-  eval_step = jax.jit(step_lib.make_eval_step(graphdef, source.preprocessing),
-                      compiler_options=parallel.compiler_options(config.cpu_convolutions))
+  eval_step = parallel.jit(step_lib.make_eval_step(graphdef, source.preprocessing),
+                           config.cpu_convolutions)
   with jax.set_mesh(mesh):
     metrics = step_lib.evaluate(eval_step, params, source.eval_batches(), mesh)
   print(json.dumps(metrics))

@@ -213,8 +213,8 @@ def evaluate(directory: str, train_config) -> dict[str, float]:
   spec, params, _ = checkpoint.load_model(directory, parallel.replicated(mesh))
   source = data.make_input(c)
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(spec)))
-  eval_step = jax.jit(step.make_eval_step(graphdef, source.preprocessing),
-                      compiler_options=parallel.compiler_options(c.cpu_convolutions))
+  eval_step = parallel.jit(step.make_eval_step(graphdef, source.preprocessing),
+                           c.cpu_convolutions)
   with jax.set_mesh(mesh):
     return step.evaluate(eval_step, params, source.eval_batches(), mesh)
 

@@ -1,0 +1,194 @@
+// 2-D convolutions (NHWC activations, HWIO kernels, float32) and their two
+// gradients as XLA FFI handlers that call oneDNN, for squeezejax/onednn.py.
+// Each JAX CPU device calls them from its own thread; `threads` is the OpenMP
+// team each such thread gets (cores per device), set once per thread.
+#include <omp.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+
+namespace {
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+struct Geometry {
+  memory::dims x, w, y, strides, pad_l, pad_r;
+  std::string Key(char kind) const {
+    std::string key(1, kind);
+    for (const auto* d : {&x, &w, &y, &strides, &pad_l, &pad_r})
+      for (auto v : *d) key += std::to_string(v) + ",";
+    return key;
+  }
+};
+
+// oneDNN's logical order is NCHW / OIHW whatever the memory layout.
+Geometry MakeGeometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w,
+                      ffi::Span<const int64_t> y, int64_t sh, int64_t sw, int64_t pt,
+                      int64_t pb, int64_t pl, int64_t pr) {
+  return {{x[0], x[3], x[1], x[2]}, {w[3], w[2], w[0], w[1]}, {y[0], y[3], y[1], y[2]},
+          {sh, sw}, {pt, pl}, {pb, pr}};
+}
+
+memory::desc Md(const memory::dims& d, tag t) {
+  return memory::desc(d, memory::data_type::f32, t);
+}
+
+dnnl::convolution_forward::primitive_desc ForwardPd(const Geometry& g) {
+  return dnnl::convolution_forward::primitive_desc(
+      Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+      Md(g.x, tag::nhwc), Md(g.w, tag::any), Md(g.y, tag::nhwc), g.strides, g.pad_l, g.pad_r);
+}
+
+// A primitive with its kernel's layout: kernels are reordered to and from HWIO
+// through a per-thread buffer when oneDNN prefers a blocked layout.
+struct Entry {
+  dnnl::primitive prim;
+  memory::desc kernel;
+  bool reorder;
+  dnnl::reorder to_kernel, from_kernel;
+};
+
+struct ThreadState {
+  dnnl::stream stream{Engine()};
+  std::unordered_map<std::string, Entry> cache;
+  std::vector<float> buffer;
+};
+
+ThreadState& State(int64_t threads) {
+  thread_local std::unique_ptr<ThreadState> state;
+  if (!state) {
+    omp_set_num_threads(static_cast<int>(threads));
+    state = std::make_unique<ThreadState>();
+  }
+  return *state;
+}
+
+// kind: 'f' forward, 'd' data gradient, 'w' kernel gradient.
+template <typename MakePd>
+Entry& Lookup(ThreadState& s, char kind, const Geometry& g, MakePd make_pd) {
+  std::string key = g.Key(kind);
+  auto it = s.cache.find(key);
+  if (it != s.cache.end()) return it->second;
+  auto pd = make_pd();
+  Entry e;
+  e.prim = dnnl::primitive(pd);
+  e.kernel = kind == 'w' ? pd.diff_weights_desc() : pd.weights_desc();
+  memory::desc plain = Md(g.w, tag::hwio);
+  e.reorder = e.kernel != plain;
+  if (e.reorder) {
+    e.to_kernel = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), plain, Engine(), e.kernel));
+    e.from_kernel =
+        dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), e.kernel, Engine(), plain));
+  }
+  return s.cache.emplace(key, std::move(e)).first->second;
+}
+
+// The kernel as the primitive wants it: `data` itself, or the thread's buffer.
+memory KernelMemory(ThreadState& s, const Entry& e, const Geometry& g, float* data,
+                    bool copy_in) {
+  memory plain(Md(g.w, tag::hwio), Engine(), data);
+  if (!e.reorder) return plain;
+  size_t floats = e.kernel.get_size() / sizeof(float) + 1;
+  if (s.buffer.size() < floats) s.buffer.resize(floats);
+  memory blocked(e.kernel, Engine(), s.buffer.data());
+  if (copy_in) e.to_kernel.execute(s.stream, plain, blocked);
+  return blocked;
+}
+
+#define CATCH_DNNL(body)                                                      \
+  try {                                                                       \
+    body;                                                                     \
+  } catch (const dnnl::error& err) {                                          \
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + err.what()); \
+  }                                                                           \
+  return ffi::Error::Success();
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                   ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t pt,
+                   int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+  CATCH_DNNL({
+    Geometry g = MakeGeometry(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb,
+                              pl, pr);
+    ThreadState& s = State(threads);
+    Entry& e = Lookup(s, 'f', g, [&] { return ForwardPd(g); });
+    memory xm(Md(g.x, tag::nhwc), Engine(), x.typed_data());
+    memory ym(Md(g.y, tag::nhwc), Engine(), y->typed_data());
+    memory wm = KernelMemory(s, e, g, w.typed_data(), true);
+    e.prim.execute(s.stream, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}});
+    s.stream.wait();
+  })
+}
+
+ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
+                        ffi::ResultBuffer<ffi::F32> dx, int64_t sh, int64_t sw, int64_t pt,
+                        int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+  CATCH_DNNL({
+    Geometry g = MakeGeometry(dx->dimensions(), w.dimensions(), dy.dimensions(), sh, sw, pt,
+                              pb, pl, pr);
+    ThreadState& s = State(threads);
+    Entry& e = Lookup(s, 'd', g, [&] {
+      return dnnl::convolution_backward_data::primitive_desc(
+          Engine(), dnnl::algorithm::convolution_direct, Md(g.x, tag::nhwc), Md(g.w, tag::any),
+          Md(g.y, tag::nhwc), g.strides, g.pad_l, g.pad_r, ForwardPd(g));
+    });
+    memory dym(Md(g.y, tag::nhwc), Engine(), dy.typed_data());
+    memory dxm(Md(g.x, tag::nhwc), Engine(), dx->typed_data());
+    memory wm = KernelMemory(s, e, g, w.typed_data(), true);
+    e.prim.execute(s.stream,
+                   {{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dxm}});
+    s.stream.wait();
+  })
+}
+
+ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                           ffi::ResultBuffer<ffi::F32> dw, int64_t sh, int64_t sw, int64_t pt,
+                           int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+  CATCH_DNNL({
+    Geometry g = MakeGeometry(x.dimensions(), dw->dimensions(), dy.dimensions(), sh, sw, pt,
+                              pb, pl, pr);
+    ThreadState& s = State(threads);
+    Entry& e = Lookup(s, 'w', g, [&] {
+      return dnnl::convolution_backward_weights::primitive_desc(
+          Engine(), dnnl::algorithm::convolution_direct, Md(g.x, tag::nhwc), Md(g.w, tag::any),
+          Md(g.y, tag::nhwc), g.strides, g.pad_l, g.pad_r, ForwardPd(g));
+    });
+    memory xm(Md(g.x, tag::nhwc), Engine(), x.typed_data());
+    memory dym(Md(g.y, tag::nhwc), Engine(), dy.typed_data());
+    memory dwm = KernelMemory(s, e, g, dw->typed_data(), false);
+    e.prim.execute(s.stream,
+                   {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, dwm}});
+    if (e.reorder) {
+      memory plain(Md(g.w, tag::hwio), Engine(), dw->typed_data());
+      e.from_kernel.execute(s.stream, dwm, plain);
+    }
+    s.stream.wait();
+  })
+}
+
+#define BIND_CONV                                                    \
+  ffi::Ffi::Bind()                                                                         \
+      .Arg<ffi::Buffer<ffi::F32>>()                                                        \
+      .Arg<ffi::Buffer<ffi::F32>>()                                                        \
+      .Ret<ffi::Buffer<ffi::F32>>()                                                        \
+      .Attr<int64_t>("sh").Attr<int64_t>("sw").Attr<int64_t>("pt").Attr<int64_t>("pb")     \
+      .Attr<int64_t>("pl").Attr<int64_t>("pr").Attr<int64_t>("threads")
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_forward, Forward, BIND_CONV);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_backward_data, BackwardData, BIND_CONV);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_backward_weights, BackwardWeights,
+                              BIND_CONV);

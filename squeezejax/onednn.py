@@ -1,0 +1,210 @@
+"""oneDNN's convolutions inside XLA:CPU programs (cpu_convolutions='onednn').
+
+XLA:CPU runs convolutions with Eigen or YNNPACK and adds layout transposes around
+their kernel gradients; PyTorch's CPU convolutions are oneDNN's. Here each 2-D
+convolution, and its data and kernel gradients, is an XLA FFI custom call into
+oneDNN (csrc/onednn_conv.cc): NHWC activations and HWIO kernels as they are, no
+transposes. docs/performance.md has the measurements.
+
+The handlers are compiled with the system C++ compiler on first use, against
+the jaxlib and oneDNN installed (the `onednn-cpu-gomp` and `onednn-devel-cpu-gomp`
+wheels), and cached under $XDG_CACHE_HOME/squeezejax (or ~/.cache/squeezejax).
+
+A program uses them where it is traced inside `enabled()`: `parallel.jit` does
+that for cpu_convolutions='onednn'. Anything traced outside (exports, tests of
+the textbook layers) keeps XLA's own convolutions. Inside a mesh with a 'data'
+axis each device convolves its own shard of the batch (`jax.shard_map`) and the
+kernel gradient is summed over the axis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from squeezejax.errors import UserError
+
+SOURCE = 'csrc/onednn_conv.cc'
+TARGETS = ('forward', 'backward_data', 'backward_weights')
+
+_enabled = contextvars.ContextVar('squeezejax_onednn', default=False)
+
+
+@contextlib.contextmanager
+def enabled(on: bool = True):
+  """Convolutions traced inside run through oneDNN (when `supports` them)."""
+  token = _enabled.set(on)
+  try:
+    yield
+  finally:
+    _enabled.reset(token)
+
+
+def is_enabled() -> bool:
+  return _enabled.get()
+
+
+def installed() -> bool:
+  """Whether oneDNN's library and headers are where pip puts the wheels."""
+  include, lib = _prefix_dirs()
+  return (include / 'oneapi' / 'dnnl' / 'dnnl.hpp').exists() and (lib / 'libdnnl.so').exists()
+
+
+def supports(dtype, padding, feature_group_count: int = 1, kernel_dilation=1,
+             input_dilation=1) -> bool:
+  """Enabled, and what the handlers do: float32, one group, no dilation, explicit or
+  VALID padding."""
+  undilated = all(d == 1 for d in (*np.atleast_1d(kernel_dilation or 1),
+                                   *np.atleast_1d(input_dilation or 1)))
+  return (is_enabled() and jnp.dtype(dtype) == jnp.float32 and feature_group_count == 1
+          and undilated and _explicit(padding) is not None)
+
+
+def conv(x: jax.Array, kernel: jax.Array, strides, padding) -> jax.Array:
+  """lax.conv_general_dilated(x, kernel, strides, padding, ('NHWC', 'HWIO', 'NHWC'))."""
+  register()
+  return _conv(x, kernel, tuple(strides), _explicit(padding))
+
+
+def _explicit(padding):
+  if isinstance(padding, str):
+    return ((0, 0), (0, 0)) if padding == 'VALID' else None
+  pads = tuple(tuple(int(p) for p in pair) for pair in padding)
+  return pads if len(pads) == 2 and all(len(pair) == 2 for pair in pads) else None
+
+
+# -- the custom calls ---------------------------------------------------------------------
+
+
+def _out_shape(x_shape, kernel_shape, strides, padding):
+  n, h, w, _ = x_shape
+  kh, kw, _, features = kernel_shape
+  (pt, pb), (pl, pr) = padding
+  return (n, (h + pt + pb - kh) // strides[0] + 1, (w + pl + pr - kw) // strides[1] + 1,
+          features)
+
+
+def _call(target: str, shape, a, b, strides, padding):
+  (pt, pb), (pl, pr) = padding
+  # Cores per device: each device's thread runs its own OpenMP team.
+  threads = max(1, _cpu_count() // max(1, jax.local_device_count('cpu')))
+  attrs = dict(sh=strides[0], sw=strides[1], pt=pt, pb=pb, pl=pl, pr=pr, threads=threads)
+  # `sequential`: under jax.vmap (GPU-style stacked seeds) one call per member.
+  return jax.ffi.ffi_call(f'squeezejax_conv_{target}', jax.ShapeDtypeStruct(shape, a.dtype),
+                          vmap_method='sequential')(
+                              a, b, **{k: np.int64(v) for k, v in attrs.items()})
+
+
+def _per_device(fn, in_batched: tuple[bool, ...], out_batched: tuple[bool, ...]):
+  """fn(*arrays, axis) on each device's shard of a 'data' mesh (the batched arrays
+  split over it, the others whole), or on the whole arrays without such a mesh."""
+  from squeezejax.parallel import DATA  # pylint: disable=g-import-not-at-top (a cycle)
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or DATA not in mesh.axis_names:
+    return functools.partial(fn, axis=None)
+  # check_vma=False: the custom calls' results carry no varying-axes type.
+  specs = lambda batched: tuple(P(DATA) if b else P() for b in batched)
+  return jax.shard_map(functools.partial(fn, axis=DATA), in_specs=specs(in_batched),
+                       out_specs=specs(out_batched), check_vma=False)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x, kernel, strides, padding):
+  def forward(x, kernel, axis):
+    del axis
+    return (_call('forward', _out_shape(x.shape, kernel.shape, strides, padding), x, kernel,
+                  strides, padding),)
+  return _per_device(forward, (True, False), (True,))(x, kernel)[0]
+
+
+def _conv_fwd(x, kernel, strides, padding):
+  return _conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv_bwd(strides, padding, residuals, dy):
+  def backward(x, kernel, dy, axis):
+    # XLA drops the data gradient where nothing uses it (the first layer's).
+    dx = _call('backward_data', x.shape, dy, kernel, strides, padding)
+    dkernel = _call('backward_weights', kernel.shape, x, dy, strides, padding)
+    return dx, dkernel if axis is None else jax.lax.psum(dkernel, axis)
+  return _per_device(backward, (True, False, True), (True, False))(*residuals, dy)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+# -- building and registering the handlers ------------------------------------------------
+
+
+def _cpu_count() -> int:
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+def _prefix_dirs() -> tuple[Path, Path]:
+  data = Path(sysconfig.get_path('data'))  # where wheels' .data/data lands: the venv
+  return data / 'include', data / 'lib'
+
+
+def _cache_dir() -> Path:
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return Path(base) / 'squeezejax' / 'onednn'
+
+
+@functools.cache
+def register() -> Path:
+  """Builds the handlers if needed and registers them with XLA:CPU; returns the library."""
+  library = build()
+  handle = ctypes.cdll.LoadLibrary(str(library))
+  for target in TARGETS:
+    name = f'squeezejax_conv_{target}'
+    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(handle, name)), platform='cpu')
+  return library
+
+
+def build() -> Path:
+  """The handlers' shared library, compiled once per source, jaxlib and oneDNN."""
+  if not installed():
+    raise UserError("cpu_convolutions='onednn' needs oneDNN: pip install onednn-cpu-gomp "
+                    "onednn-devel-cpu-gomp (Linux x86-64), or use cpu_convolutions=eigen")
+  compiler = os.environ.get('CXX') or shutil.which('g++') or shutil.which('c++')
+  if not compiler:
+    raise UserError("cpu_convolutions='onednn' compiles its handlers on first use and needs "
+                    "a C++ compiler (apt install g++), or use cpu_convolutions=eigen")
+  source = resources.files('squeezejax').joinpath(SOURCE).read_bytes()
+  include, lib = _prefix_dirs()
+  digest = hashlib.sha256(source)
+  for part in (jaxlib.__version__, str((lib / 'libdnnl.so').resolve()), compiler):
+    digest.update(part.encode())
+  target = _cache_dir() / digest.hexdigest()[:16] / 'libsqueezejax_onednn.so'
+  if target.exists():
+    return target
+  target.parent.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    src, out = Path(tmp) / 'onednn_conv.cc', Path(tmp) / target.name
+    src.write_bytes(source)
+    command = [compiler, '-O2', '-std=c++17', '-shared', '-fPIC', '-fopenmp',
+               f'-I{jax.ffi.include_dir()}', f'-I{include}', str(src), f'-L{lib}', '-ldnnl',
+               f'-Wl,-rpath,{lib}', '-o', str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+      errors = [line for line in done.stderr.splitlines() if 'error' in line] or ['']
+      raise UserError(f'compiling the oneDNN handlers with {compiler} failed: '
+                      f'{errors[0].strip()} (or use cpu_convolutions=eigen)')
+    os.replace(out, target)  # atomic: a concurrent build finds a whole library or none
+  return target

@@ -1,0 +1,106 @@
+"""cpu_convolutions='onednn': oneDNN's convolutions as XLA custom calls (squeezejax.onednn)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from squeezejax import configs, layers, onednn, parallel
+from squeezejax import model as model_lib
+from squeezejax import spec as spec_lib
+from squeezejax.errors import UserError
+
+pytestmark = pytest.mark.skipif(not onednn.installed(), reason='oneDNN wheels not installed')
+
+# (batch, size, in, out, kernel, stride, padding): conv1's stride 2 that drops a row,
+# SqueezeNeXt's 1x3 / 3x1 with one-sided padding, fire 1x1 and 3x3, a VALID head.
+GEOMETRIES = [
+    (8, 17, 3, 8, (3, 3), 2, ((0, 0), (0, 0))),
+    (8, 12, 5, 6, (7, 7), 2, ((1, 2), (1, 2))),
+    (16, 9, 6, 10, (1, 3), 1, ((0, 0), (1, 1))),
+    (8, 9, 6, 10, (3, 1), 1, ((1, 1), (0, 0))),
+    (8, 7, 16, 32, (1, 1), 1, 'VALID'),
+    (8, 7, 16, 32, (3, 3), 1, ((1, 1), (1, 1))),
+]
+
+
+@pytest.mark.parametrize('geometry', GEOMETRIES, ids=str)
+def test_convolution_and_both_gradients_match_xla_on_a_sharded_batch(geometry):
+  n, size, cin, cout, kernel_size, stride, padding = geometry
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((n, size, size, cin)).astype(np.float32)
+  kernel = rng.standard_normal((*kernel_size, cin, cout)).astype(np.float32)
+  cotangent_seed = rng.standard_normal()
+
+  def loss(x, kernel):
+    if onednn.is_enabled():
+      y = onednn.conv(x, kernel, (stride, stride), padding)
+    else:
+      y = jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding,
+                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return jnp.sum(jnp.sin(y + cotangent_seed)), y
+
+  mesh = parallel.make_mesh()  # 8 devices: each convolves its own shard of the batch
+  shardings = (parallel.batch_sharding(mesh), parallel.replicated(mesh))
+  grad = lambda: jax.value_and_grad(loss, (0, 1), has_aux=True)
+  reference = jax.jit(grad(), in_shardings=shardings)
+  custom = parallel.jit(grad(), 'onednn', in_shardings=shardings)
+  with jax.set_mesh(mesh):
+    assert 'squeezejax_conv_backward_weights' in custom.lower(x, kernel).as_text()
+    (_, want), want_grads = reference(x, kernel)
+    (_, got), got_grads = custom(x, kernel)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  for g, w in zip(got_grads, want_grads):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(np.abs(w).max()))
+
+
+def test_a_network_trains_the_same_with_onednn_as_with_eigen():
+  """Same network, same batch: loss and every parameter gradient, under a mesh."""
+  model = model_lib.create(spec_lib.preset('squeezenet_small', base_e=16, incr_e=16))
+  graphdef, params = nnx.split(model, nnx.Param)
+  rng = np.random.default_rng(1)
+  images = rng.standard_normal((16, 32, 32, 3)).astype(np.float32)
+  labels = rng.integers(0, 10, 16)
+  loss = lambda p, x: -jnp.mean(jax.nn.log_softmax(nnx.merge(graphdef, p)(x))[
+      jnp.arange(16), labels])
+  mesh = parallel.make_mesh()
+  outputs, texts = {}, {}
+  for name in ('eigen', 'onednn'):
+    fn = parallel.jit(jax.value_and_grad(loss), name,
+                      in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)))
+    with jax.set_mesh(mesh):
+      texts[name] = fn.lower(params, images).as_text()
+      outputs[name] = fn(params, images)
+  convs = sum(isinstance(m, layers.Conv) for _, m in nnx.iter_graph(model))
+  assert texts['onednn'].count('@squeezejax_conv_forward(') == convs
+  assert 'squeezejax_conv' not in texts['eigen']
+  for a, b in zip(jax.tree.leaves(outputs['onednn']), jax.tree.leaves(outputs['eigen'])):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5)
+
+
+def test_what_onednn_does_not_take_stays_with_xla():
+  with onednn.enabled():
+    assert onednn.supports(jnp.float32, ((1, 1), (1, 1)))
+    assert onednn.supports(jnp.float32, 'VALID')
+    assert not onednn.supports(jnp.bfloat16, ((1, 1), (1, 1)))
+    assert not onednn.supports(jnp.float32, ((1, 1), (1, 1)), feature_group_count=2)
+    assert not onednn.supports(jnp.float32, ((1, 1), (1, 1)), kernel_dilation=(2, 2))
+    assert not onednn.supports(jnp.float32, 'SAME')
+  assert not onednn.supports(jnp.float32, 'VALID')  # outside enabled(): XLA's own
+
+
+def test_auto_is_onednn_where_installed_and_a_bad_name_is_one_line():
+  assert parallel.resolve_convolutions('auto') == 'onednn'
+  assert configs.base_config().cpu_convolutions == 'auto'
+  with pytest.raises(UserError, match=r"cpu_convolutions='mkl' is not allowed: expected one of "
+                                      r'auto, onednn, eigen, ynnpack'):
+    parallel.resolve_convolutions('mkl')
+
+
+def test_a_failing_build_is_one_line(tmp_path, monkeypatch):
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  monkeypatch.setenv('CXX', '/bin/false')
+  with pytest.raises(UserError, match=r'compiling the oneDNN handlers with /bin/false failed'):
+    onednn.build()
+  assert not list(tmp_path.rglob('*.so'))  # nothing half-written left in the cache
