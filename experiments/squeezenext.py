@@ -50,9 +50,13 @@ def get_config(arg: str = 'quick') -> ml_collections.ConfigDict:
     # No conv biases (the authors' Caffe form) and no stem pool (2x2 maps or more
     # everywhere): pytorchcv's biases before BatchNorm have a zero true gradient, and
     # BatchNorm over 1x1 maps of 32 images amplifies rounding; either makes 1 and 8
-    # devices drift apart by 1e-3 within four steps.
+    # devices drift apart by 1e-3 within four steps. So does AdamW (the other presets'),
+    # which scales the rounding in near-zero gradients up to whole steps: oneDNN sums a
+    # device's share of the batch in another order than the whole batch (3.6% apart
+    # after 8 steps, 7e-6 with SGD).
     c.spec.bias = False
     c.spec.stem_pool = False
+    c.optimizer = 'sgd'
     c.lr = 3e-3
     c.schedule = 'constant'  # so a prefix of a longer run is the same run
     c.total_steps = 8

@@ -1,8 +1,8 @@
 """Where a train step's time goes: `squeezejax bench --profile`.
 
 JAX: `jax.profiler` traces a few steps of the compiled train step; each XLA kernel
-event is matched to its HLO instruction and counted by what runs it (Eigen
-convolution, a YNNPACK library fusion, XLA's own loop fusions, copies, the
+event is matched to its HLO instruction and counted by what runs it (a oneDNN or
+Eigen convolution, a YNNPACK library fusion, XLA's own loop fusions, copies, the
 gradients' all-reduce) and by where it sits in the step (forward, backward, the
 optimizer update and the rest: JAX names backward ops `transpose(jvp(...))`; ops
 XLA added, such as a weight gradient's layout transpose, name no source op). It
@@ -66,6 +66,8 @@ def _hlo_kernels(hlo_text: str) -> dict[str, tuple[str, str]]:
     elif opcode == 'fusion':
       what = ('transpose/copy (XLA loop)' if name.startswith(('transpose', 'copy'))
               else 'elementwise (XLA loop)')
+    elif opcode == 'custom-call' and 'squeezejax_conv' in line:
+      what = 'convolution (oneDNN)'  # squeezejax.onednn's custom calls
     elif opcode in ('convolution', 'dot', 'all-reduce', 'concatenate', 'copy'):
       what = opcode
     else:

@@ -26,14 +26,15 @@ def report(tmp_path_factory):
   """All three PyTorch configurations: the suite's one torch.compile (cached on disk by
   Inductor after the first run)."""
   path = tmp_path_factory.mktemp('bench') / 'bench.json'
-  assert bench.main([*TINY, '--compare=torch', '--cpu_convolutions=eigen,ynnpack',
+  assert bench.main([*TINY, '--compare=torch', '--cpu_convolutions=auto,eigen,ynnpack',
                      '--profile=1', f'--json={path}']) == 0
   return json.loads(path.read_text())
 
 
 def test_json_schema_and_positive_numbers(report):
-  result, ynnpack = report['results']  # the two --cpu_convolutions, timed side by side
-  assert (result['cpu_convolutions'], ynnpack['cpu_convolutions']) == ('eigen', 'ynnpack')
+  # The three --cpu_convolutions, timed side by side; 'auto' as what it picked.
+  result, eigen, ynnpack = report['results']
+  assert [r['cpu_convolutions'] for r in report['results']] == ['onednn', 'eigen', 'ynnpack']
   assert result['batch_splits'] == 1  # automatic: 4 needs 4 images per device, here 1
   assert result['torch_img_s_windows'] == ynnpack['torch_img_s_windows']
   assert result['model'] == 'squeezenet_small'
@@ -89,22 +90,27 @@ def test_every_configuration_trains_the_same_network(report):
 
 
 def test_profile_attributes_the_step_to_libraries_and_phases(report):
-  eigen, ynnpack = report['results']
-  for result in (eigen, ynnpack):
+  onednn, eigen, ynnpack = report['results']
+  for result in (onednn, eigen, ynnpack):
     profile = result['profile']
     assert profile['torch_config'] == result['torch_best']
     jax_ms = profile['jax']['ms_per_step']
     assert all(v >= 0 for v in jax_ms.values()) and sum(jax_ms.values()) > 0
     phases = {key.split(' | ')[1] for key in jax_ms}
     assert {'forward', 'backward'} <= phases, phases
-    # The fire modules' 1x1 convolutions run as YNNPACK matmuls, forward and backward.
-    assert jax_ms['dot (library fusion) | forward'] > 0
-    assert jax_ms['dot (library fusion) | backward'] > 0
     assert all(0 < b <= 1 for b in profile['jax']['busy_share'])
     assert profile['torch']['ms_per_step']['convolution'] > 0
     assert step_profile.table(result).startswith(
         f'### squeezenet_small 16 px, batch 8, {result["cpu_convolutions"]}; PyTorch ')
-  # Which library runs the 3x3 convolutions is what --cpu_convolutions chose.
+  # Which library runs the convolutions is what --cpu_convolutions chose: oneDNN all
+  # of them; with XLA's own, the fire modules' 1x1s run as YNNPACK matmuls.
+  onednn_ms = onednn['profile']['jax']['ms_per_step']
+  assert onednn_ms['convolution (oneDNN) | forward'] > 0
+  assert onednn_ms['convolution (oneDNN) | backward'] > 0
+  assert not any(k.startswith(('dot', 'convolution (library', 'convolution |')) for k in onednn_ms)
+  for result in (eigen, ynnpack):
+    assert result['profile']['jax']['ms_per_step']['dot (library fusion) | forward'] > 0
+    assert result['profile']['jax']['ms_per_step']['dot (library fusion) | backward'] > 0
   assert any(k.startswith('convolution (library fusion)') for k in ynnpack['profile']['jax'][
       'ms_per_step'])
   assert not any(k.startswith('convolution (library fusion)') for k in eigen['profile']['jax'][
