@@ -31,6 +31,7 @@ import sysconfig
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -47,13 +48,22 @@ _enabled = contextvars.ContextVar('squeezejax_onednn', default=False)
 
 
 @contextlib.contextmanager
-def enabled(on: bool = True):
-  """Convolutions traced inside run through oneDNN (when `supports` them)."""
-  token = _enabled.set(on)
+def enabled():
+  """Convolutions traced inside run through oneDNN (where it `supports` them)."""
+  token = _enabled.set(True)
   try:
     yield
   finally:
     _enabled.reset(token)
+
+
+def enabled_in(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """fn, traced inside `enabled()`."""
+  @functools.wraps(fn)
+  def traced(*args, **kwargs):
+    with enabled():
+      return fn(*args, **kwargs)
+  return traced
 
 
 def is_enabled() -> bool:

@@ -197,15 +197,9 @@ def compiler_options(cpu_convolutions: str = 'auto') -> dict[str, str]:
 def jit(fn: Callable[..., Any], cpu_convolutions: str = 'auto', **jit_kwargs):
   """`jax.jit(fn, **jit_kwargs)` with its convolutions run as `cpu_convolutions` says:
   with 'onednn', fn is traced with squeezejax.onednn enabled."""
-  choice = resolve_convolutions(cpu_convolutions)
-  if choice == 'onednn':
+  if resolve_convolutions(cpu_convolutions) == 'onednn':
     onednn.register()  # a build error now, not inside a trace
-    traced = fn
-
-    @functools.wraps(fn)
-    def fn(*args, **kwargs):  # pylint: disable=function-redefined
-      with onednn.enabled():
-        return traced(*args, **kwargs)
+    fn = onednn.enabled_in(fn)
   return jax.jit(fn, compiler_options=compiler_options(cpu_convolutions), **jit_kwargs)
 
 
