@@ -108,12 +108,13 @@ memory KernelMemory(ThreadState& s, const Entry& e, const Geometry& g, float* da
   return blocked;
 }
 
-#define CATCH_DNNL(body)                                                      \
-  try {                                                                       \
-    body;                                                                     \
-  } catch (const dnnl::error& err) {                                          \
+// A oneDNN error becomes the custom call's error (a Python exception), not an abort.
+#define CATCH_DNNL(body)                                                                \
+  try {                                                                                 \
+    body;                                                                               \
+  } catch (const dnnl::error& err) {                                                    \
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + err.what()); \
-  }                                                                           \
+  }                                                                                     \
   return ffi::Error::Success();
 
 ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
@@ -178,12 +179,13 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
   })
 }
 
-#define BIND_CONV                                                    \
-  ffi::Ffi::Bind()                                                                         \
-      .Arg<ffi::Buffer<ffi::F32>>()                                                        \
-      .Arg<ffi::Buffer<ffi::F32>>()                                                        \
-      .Ret<ffi::Buffer<ffi::F32>>()                                                        \
-      .Attr<int64_t>("sh").Attr<int64_t>("sw").Attr<int64_t>("pt").Attr<int64_t>("pb")     \
+// Two float32 operands, one result, the geometry and the thread count as attributes.
+#define BIND_CONV                                                                   \
+  ffi::Ffi::Bind()                                                                  \
+      .Arg<ffi::Buffer<ffi::F32>>()                                                 \
+      .Arg<ffi::Buffer<ffi::F32>>()                                                 \
+      .Ret<ffi::Buffer<ffi::F32>>()                                                 \
+      .Attr<int64_t>("sh").Attr<int64_t>("sw").Attr<int64_t>("pt").Attr<int64_t>("pb") \
       .Attr<int64_t>("pl").Attr<int64_t>("pr").Attr<int64_t>("threads")
 
 }  // namespace
