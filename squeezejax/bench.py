@@ -447,7 +447,7 @@ def main(argv: list[str]) -> int:
   parser.add_argument('--profile', type=int, default=0, metavar='STEPS',
                       help='then profile this many steps of each case and of the fastest torch')
   parser.add_argument('--cpu_convolutions', default='auto',
-                      help='XLA:CPU convolution library, or a comma-separated list to time '
+                      help='CPU convolution library, or a comma-separated list to time '
                            'side by side: ' + ', '.join(configs.CPU_CONVOLUTIONS))
   args = parser.parse_args(argv)
   if args.windows < 1 or args.steps < 1 or args.peak_size < 1:
@@ -455,7 +455,7 @@ def main(argv: list[str]) -> int:
   step_profile.check_steps(args.profile)
   if args.json:
     files.check_output_file(args.json, '--json')  # before minutes of measuring
-  # 'auto' as what it picked, in the table and the JSON
+  # 'auto' as what it picked, in the table and the JSON; a bad name is a one-line error
   convs = tuple(dict.fromkeys(parallel.resolve_convolutions(c) or c
                               for c in args.cpu_convolutions.split(',')))
   torch_configs = tuple(dict.fromkeys(args.torch_configs.split(',')))
@@ -463,8 +463,6 @@ def main(argv: list[str]) -> int:
     if config not in TORCH_CONFIGS:
       raise UserError(f'--torch_configs={args.torch_configs!r} is not allowed: expected a '
                       f'comma-separated subset of {", ".join(TORCH_CONFIGS)}')
-  for conv in convs:
-    parallel.compiler_options(conv)  # a one-line error for a bad name
   cases = parse_cases(args.model, args.image_size, args.batch_size, spec_flags,
                       args.batch_splits)
   if args.compare == 'torch':

@@ -10,11 +10,12 @@ The handlers are compiled with the system C++ compiler on first use, against
 the jaxlib and oneDNN installed (the `onednn-cpu-gomp` and `onednn-devel-cpu-gomp`
 wheels), and cached under $XDG_CACHE_HOME/squeezejax (or ~/.cache/squeezejax).
 
-A program uses them where it is traced inside `enabled()`: `parallel.jit` does
-that for cpu_convolutions='onednn'. Anything traced outside (exports, tests of
-the textbook layers) keeps XLA's own convolutions. Inside a mesh with a 'data'
-axis each device convolves its own shard of the batch (`jax.shard_map`) and the
-kernel gradient is summed over the axis.
+A program uses them where it is traced inside `enabled(axis, threads)`:
+`parallel.jit` does that for cpu_convolutions='onednn'. Anything traced outside
+(exports, tests of the textbook layers) keeps XLA's own convolutions. Inside a
+mesh with the batch axis `axis`, each device convolves its own shard of the batch
+(`jax.shard_map`) with an OpenMP team of `threads`, and the kernel gradient is
+summed over the axis.
 """
 
 from __future__ import annotations
@@ -44,30 +45,31 @@ from squeezejax.errors import UserError
 SOURCE = 'csrc/onednn_conv.cc'
 TARGETS = ('forward', 'backward_data', 'backward_weights')
 
-_enabled = contextvars.ContextVar('squeezejax_onednn', default=False)
+_enabled = contextvars.ContextVar('squeezejax_onednn', default=None)  # (axis, threads)
 
 
 @contextlib.contextmanager
-def enabled():
-  """Convolutions traced inside run through oneDNN (where it `supports` them)."""
-  token = _enabled.set(True)
+def enabled(axis: str, threads: int):
+  """Convolutions traced inside run through oneDNN (where it `supports` them): split
+  over the mesh axis `axis` where the mesh has it, `threads` OpenMP threads a call."""
+  token = _enabled.set((axis, threads))
   try:
     yield
   finally:
     _enabled.reset(token)
 
 
-def enabled_in(fn: Callable[..., Any]) -> Callable[..., Any]:
-  """fn, traced inside `enabled()`."""
+def enabled_in(fn: Callable[..., Any], axis: str, threads: int) -> Callable[..., Any]:
+  """fn, traced inside `enabled(axis, threads)`."""
   @functools.wraps(fn)
   def traced(*args, **kwargs):
-    with enabled():
+    with enabled(axis, threads):
       return fn(*args, **kwargs)
   return traced
 
 
 def is_enabled() -> bool:
-  return _enabled.get()
+  return _enabled.get() is not None
 
 
 def installed() -> bool:
@@ -87,7 +89,8 @@ def supports(dtype, padding, feature_group_count: int = 1, kernel_dilation=1,
 
 
 def conv(x: jax.Array, kernel: jax.Array, strides, padding) -> jax.Array:
-  """lax.conv_general_dilated(x, kernel, strides, padding, ('NHWC', 'HWIO', 'NHWC'))."""
+  """lax.conv_general_dilated(x, kernel, strides, padding, ('NHWC', 'HWIO', 'NHWC')),
+  traced inside `enabled`."""
   register()
   return _conv(x, kernel, tuple(strides), _explicit(padding))
 
@@ -112,8 +115,7 @@ def _out_shape(x_shape, kernel_shape, strides, padding):
 
 def _call(target: str, shape, a, b, strides, padding):
   (pt, pb), (pl, pr) = padding
-  # Cores per device: each device's thread runs its own OpenMP team.
-  threads = max(1, _cpu_count() // max(1, jax.local_device_count('cpu')))
+  _, threads = _enabled.get()
   attrs = dict(sh=strides[0], sw=strides[1], pt=pt, pb=pb, pl=pl, pr=pr, threads=threads)
   # `sequential`: under jax.vmap (GPU-style stacked seeds) one call per member.
   return jax.ffi.ffi_call(f'squeezejax_conv_{target}', jax.ShapeDtypeStruct(shape, a.dtype),
@@ -122,15 +124,15 @@ def _call(target: str, shape, a, b, strides, padding):
 
 
 def _per_device(fn, in_batched: tuple[bool, ...], out_batched: tuple[bool, ...]):
-  """fn(*arrays, axis) on each device's shard of a 'data' mesh (the batched arrays
-  split over it, the others whole), or on the whole arrays without such a mesh."""
-  from squeezejax.parallel import DATA  # pylint: disable=g-import-not-at-top (a cycle)
+  """fn(*arrays, axis) on each device's shard of the batch axis's mesh (the batched
+  arrays split over it, the others whole), or on the whole arrays without one."""
+  axis, _ = _enabled.get()
   mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or DATA not in mesh.axis_names:
+  if mesh.empty or axis not in mesh.axis_names:
     return functools.partial(fn, axis=None)
   # check_vma=False: the custom calls' results carry no varying-axes type.
-  specs = lambda batched: tuple(P(DATA) if b else P() for b in batched)
-  return jax.shard_map(functools.partial(fn, axis=DATA), in_specs=specs(in_batched),
+  specs = lambda batched: tuple(P(axis) if b else P() for b in batched)
+  return jax.shard_map(functools.partial(fn, axis=axis), in_specs=specs(in_batched),
                        out_specs=specs(out_batched), check_vma=False)
 
 
@@ -160,10 +162,6 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
 # -- building and registering the handlers ------------------------------------------------
-
-
-def _cpu_count() -> int:
-  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 
 def _prefix_dirs() -> tuple[Path, Path]:

@@ -199,7 +199,8 @@ def jit(fn: Callable[..., Any], cpu_convolutions: str = 'auto', **jit_kwargs):
   with 'onednn', fn is traced with squeezejax.onednn enabled."""
   if resolve_convolutions(cpu_convolutions) == 'onednn':
     onednn.register()  # a build error now, not inside a trace
-    fn = onednn.enabled_in(fn)
+    # Each device's thread gets its share of the cores for oneDNN's OpenMP team.
+    fn = onednn.enabled_in(fn, DATA, max(1, cpu_count() // jax.local_device_count()))
   return jax.jit(fn, compiler_options=compiler_options(cpu_convolutions), **jit_kwargs)
 
 

@@ -80,7 +80,7 @@ def test_a_network_trains_the_same_with_onednn_as_with_eigen():
 
 
 def test_what_onednn_does_not_take_stays_with_xla():
-  with onednn.enabled():
+  with onednn.enabled(parallel.DATA, 1):
     assert onednn.supports(jnp.float32, ((1, 1), (1, 1)))
     assert onednn.supports(jnp.float32, 'VALID')
     assert not onednn.supports(jnp.bfloat16, ((1, 1), (1, 1)))
