@@ -1,7 +1,7 @@
 r"""Design-space sweeps: expand a grid, run each point in its own workdir, collect.
 
   squeezejax sweep --config=experiments/fig3a_squeeze_ratio.py:quick --workdir=runs/fig3a \
-      [--seeds=3 [--vmap_seeds]] [--executor=local|processes|slurm] [--parallel=2] \
+      [--seeds=3 [--vmap_seeds[=on]]] [--executor=local|processes|slurm] [--parallel=2] \
       [--status] [--config.X=...]
 
 A sweep is an experiment file's `get_config(arg)`, `get_sweep(arg)` (a list of
@@ -241,7 +241,29 @@ EXECUTORS = {'local': run_local, 'processes': run_processes, 'slurm': slurm.run}
 # -- the sweep ---------------------------------------------------------------------
 
 
-def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1, vmap_seeds: bool = False,
+VMAP_SEEDS = ('auto', 'on', 'off')
+
+
+def seeds_in_one_step(vmap_seeds: bool | str, executor: str,
+                      log: Callable[[str], None] = print) -> bool:
+  """--vmap_seeds: 'on' (or True) trains a point's seeds in one step; 'auto' does too,
+  except where the points train on this machine's CPU: there, with oneDNN's
+  convolutions, the seeds one after another are faster (docs/performance.md), and
+  the sweep says it took that path."""
+  choice = {True: 'on', False: 'off'}.get(vmap_seeds, vmap_seeds)
+  if choice not in VMAP_SEEDS:
+    raise UserError(f'--vmap_seeds={vmap_seeds}: expected one of {", ".join(VMAP_SEEDS)}')
+  if choice == 'auto' and executor != 'slurm':
+    import jax  # pylint: disable=g-import-not-at-top (the slurm driver needs no JAX)
+    if jax.default_backend() == 'cpu':
+      log('[sweep] --vmap_seeds: on CPU the seeds run one after another, faster there than '
+          'one step for all (--vmap_seeds=on forces one step)')
+      return False
+  return choice != 'off'
+
+
+def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1,
+              vmap_seeds: bool | str = False,
               overrides: dict[str, Any] | None = None, executor: str = 'local',
               retry_failed: bool = False, rerun_changed: bool = False, status: bool = False,
               report: bool = True, cache_dir: str | None = '',
@@ -260,7 +282,8 @@ def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1, vmap_seeds: bool
   config_arg = os.path.abspath(path) + (f':{arg}' if arg else '')  # jobs run elsewhere
   workdir = os.path.abspath(workdir)
   base = configs.load(config_arg, overrides)
-  points = expand(load_grid(config_arg), seeds, base.seed, vmap_seeds)
+  vmap = seeds > 1 and seeds_in_one_step(vmap_seeds, executor, log)
+  points = expand(load_grid(config_arg), seeds, base.seed, vmap)
   for point in points:
     point_config(base, point)  # unknown keys fail before anything runs
   results_path = os.path.join(workdir, results.RESULTS)
@@ -386,8 +409,9 @@ def main(argv: list[str]) -> int:
   add('--config', required=True, help='experiments/FILE.py:PRESET')
   add('--workdir', required=True, help='sweep directory (one run dir per point)')
   add('--seeds', type=int, default=1, help='seeds per grid point')
-  add('--vmap_seeds', action='store_true',
-      help='train the seeds of a point in one step (config.seed_axis: vmap, or map on CPU)')
+  add('--vmap_seeds', nargs='?', const='auto', default='off', choices=VMAP_SEEDS,
+      help='train the seeds of a point in one step (config.seed_axis: vmap, or map on '
+           'CPU); alone: auto, which on CPU runs them one after another (faster there)')
   add('--executor', choices=EXECUTORS, default='local')
   add('--retry_failed', action='store_true', help='rerun failed points')
   add('--rerun_changed', action='store_true',

@@ -456,3 +456,24 @@ def test_a_slurm_job_requeued_too_often_fails(tmp_path, monkeypatch):
       'failed): giving up after --max_attempts=2'))
   assert os.path.exists(tmp_path / 'run' / 'error.txt')
   assert dataclasses.replace(job, max_attempts=3)().status == 'ok'  # attempt 3 of 3 runs
+
+
+def test_vmap_seeds_auto_runs_the_seeds_one_after_another_on_cpu(tmp_path):
+  """--vmap_seeds alone is 'auto': on CPU the faster path, seeds one after another,
+  and the sweep says so; 'on' keeps one step for all; a bad value is one line."""
+  experiment = write_experiment(str(tmp_path), [{'spec.squeeze_ratio': 0.125}])
+  workdir = str(tmp_path / 'sweep')
+  logs = []
+  sweep.run_sweep(f'{experiment}:test', workdir, seeds=2, vmap_seeds='auto', status=True,
+                  log=logs.append)
+  assert any('on CPU the seeds run one after another' in line for line in logs), logs
+  assert any('squeeze_ratio=0.125,seed=1' in line for line in logs), logs
+  logs = []
+  sweep.run_sweep(f'{experiment}:test', workdir, seeds=2, vmap_seeds='on', status=True,
+                  log=logs.append)
+  assert any('squeeze_ratio=0.125,seed=0-1' in line for line in logs), logs
+  assert not any('one after another' in line for line in logs), logs
+  with pytest.raises(UserError, match=r"--vmap_seeds=maybe: expected one of auto, on, off"):
+    sweep.run_sweep(f'{experiment}:test', workdir, seeds=2, vmap_seeds='maybe', status=True)
+  assert sweep.main(['--config', f'{experiment}:test', '--workdir', workdir, '--seeds=2',
+                     '--vmap_seeds', '--status']) == 0
