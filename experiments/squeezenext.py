@@ -52,8 +52,8 @@ def get_config(arg: str = 'quick') -> ml_collections.ConfigDict:
     # BatchNorm over 1x1 maps of 32 images amplifies rounding; either makes 1 and 8
     # devices drift apart by 1e-3 within four steps. So does AdamW (the other presets'),
     # which scales the rounding in near-zero gradients up to whole steps: oneDNN sums a
-    # device's share of the batch in another order than the whole batch (3.6% apart
-    # after 8 steps, 7e-6 with SGD).
+    # device's share of the batch in another order than the whole batch
+    # (docs/performance.md).
     c.spec.bias = False
     c.spec.stem_pool = False
     c.optimizer = 'sgd'
