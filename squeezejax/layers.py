@@ -60,8 +60,9 @@ class Conv(nnx.Conv):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     if self._onednn(x):
-      y = self.without_bias(x)
-      return y if self.bias is None else y + self.bias[...].astype(y.dtype)
+      x, kernel = self.promote_dtype((x, self.kernel[...]), dtype=self.dtype)
+      bias = self.bias[...].astype(x.dtype) if self.bias is not None else None
+      return onednn.conv(x, kernel, self._strides(), self.padding, bias)
     if (self.formulation == 'cpu' and self.kernel_size == (1, 1)
         and self.strides in (1, (1, 1))):
       bias = self.bias[...] if self.bias is not None else None
@@ -72,12 +73,14 @@ class Conv(nnx.Conv):
 
   def without_bias(self, x: jax.Array) -> jax.Array:
     x, kernel = self.promote_dtype((x, self.kernel[...]), dtype=self.dtype)
-    strides = self.strides if isinstance(self.strides, (tuple, list)) else (self.strides,) * 2
     if self._onednn(x):
-      return onednn.conv(x, kernel, strides, self.padding)
+      return onednn.conv(x, kernel, self._strides(), self.padding)
     return jax.lax.conv_general_dilated(
-        x, kernel, tuple(strides), tuple(map(tuple, self.padding)),
+        x, kernel, self._strides(), tuple(map(tuple, self.padding)),
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=self.precision)
+
+  def _strides(self) -> tuple[int, int]:
+    return tuple(self.strides) if isinstance(self.strides, (tuple, list)) else (self.strides,) * 2
 
   def _onednn(self, x: jax.Array) -> bool:
     """Traced inside onednn.enabled() (cpu_convolutions='onednn') in a form it takes:

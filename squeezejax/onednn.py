@@ -43,7 +43,7 @@ from jax.sharding import PartitionSpec as P
 from squeezejax.errors import UserError
 
 SOURCE = 'csrc/onednn_conv.cc'
-TARGETS = ('forward', 'backward_data', 'backward_weights')
+TARGETS = ('forward', 'forward_bias', 'backward_data', 'backward_weights')
 
 _enabled = contextvars.ContextVar('squeezejax_onednn', default=None)  # (axis, threads)
 
@@ -88,11 +88,12 @@ def supports(dtype, padding, feature_group_count: int = 1, kernel_dilation=1,
           and undilated and _explicit(padding) is not None)
 
 
-def conv(x: jax.Array, kernel: jax.Array, strides, padding) -> jax.Array:
+def conv(x: jax.Array, kernel: jax.Array, strides, padding,
+         bias: jax.Array | None = None) -> jax.Array:
   """lax.conv_general_dilated(x, kernel, strides, padding, ('NHWC', 'HWIO', 'NHWC')),
-  traced inside `enabled`."""
+  plus `bias` where given, traced inside `enabled`."""
   register()
-  return _conv(x, kernel, tuple(strides), _explicit(padding))
+  return _conv(x, kernel, bias, tuple(strides), _explicit(padding))
 
 
 def _explicit(padding):
@@ -113,14 +114,15 @@ def _out_shape(x_shape, kernel_shape, strides, padding):
           features)
 
 
-def _call(target: str, shape, a, b, strides, padding):
+def _call(target: str, shapes, *operands, strides, padding):
+  """The custom call `target` on float32 `operands`, with results of `shapes`."""
   (pt, pb), (pl, pr) = padding
   _, threads = _enabled.get()
   attrs = dict(sh=strides[0], sw=strides[1], pt=pt, pb=pb, pl=pl, pr=pr, threads=threads)
+  results = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in shapes]
   # `sequential`: under jax.vmap (GPU-style stacked seeds) one call per member.
-  return jax.ffi.ffi_call(f'squeezejax_conv_{target}', jax.ShapeDtypeStruct(shape, a.dtype),
-                          vmap_method='sequential')(
-                              a, b, **{k: np.int64(v) for k, v in attrs.items()})
+  return jax.ffi.ffi_call(f'squeezejax_conv_{target}', results, vmap_method='sequential')(
+      *operands, **{k: np.int64(v) for k, v in attrs.items()})
 
 
 def _per_device(fn, in_batched: tuple[bool, ...], out_batched: tuple[bool, ...]):
@@ -136,26 +138,34 @@ def _per_device(fn, in_batched: tuple[bool, ...], out_batched: tuple[bool, ...])
                        out_specs=specs(out_batched), check_vma=False)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv(x, kernel, strides, padding):
-  def forward(x, kernel, axis):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _conv(x, kernel, bias, strides, padding):
+  def forward(x, kernel, bias, axis):
     del axis
-    return (_call('forward', _out_shape(x.shape, kernel.shape, strides, padding), x, kernel,
-                  strides, padding),)
-  return _per_device(forward, (True, False), (True,))(x, kernel)[0]
+    shape = _out_shape(x.shape, kernel.shape, strides, padding)
+    if bias is None:
+      return tuple(_call('forward', [shape], x, kernel, strides=strides, padding=padding))
+    return tuple(_call('forward_bias', [shape], x, kernel, bias, strides=strides,
+                       padding=padding))
+  return _per_device(forward, (True, False, False), (True,))(x, kernel, bias)[0]
 
 
-def _conv_fwd(x, kernel, strides, padding):
-  return _conv(x, kernel, strides, padding), (x, kernel)
+def _conv_fwd(x, kernel, bias, strides, padding):
+  return _conv(x, kernel, bias, strides, padding), (x, kernel, bias)
 
 
 def _conv_bwd(strides, padding, residuals, dy):
   def backward(x, kernel, dy, axis):
     # XLA drops the data gradient where nothing uses it (the first layer's).
-    dx = _call('backward_data', x.shape, dy, kernel, strides, padding)
-    dkernel = _call('backward_weights', kernel.shape, x, dy, strides, padding)
+    geometry = dict(strides=strides, padding=padding)
+    [dx] = _call('backward_data', [x.shape], dy, kernel, **geometry)
+    [dkernel] = _call('backward_weights', [kernel.shape], x, dy, **geometry)
     return dx, dkernel if axis is None else jax.lax.psum(dkernel, axis)
-  return _per_device(backward, (True, False, True), (True, False))(*residuals, dy)
+  x, kernel, bias = residuals
+  dx, dkernel = _per_device(backward, (True, False, True), (True, False))(x, kernel, dy)
+  # The bias gradient stays XLA's reduction: oneDNN's (diff_bias) was slower on small
+  # images (docs/performance.md).
+  return dx, dkernel, None if bias is None else jnp.sum(dy, axis=(0, 1, 2))
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)

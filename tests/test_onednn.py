@@ -25,34 +25,44 @@ GEOMETRIES = [
 ]
 
 
+@pytest.mark.parametrize('with_bias', [True, False], ids=['bias', 'no_bias'])
 @pytest.mark.parametrize('geometry', GEOMETRIES, ids=str)
-def test_convolution_and_both_gradients_match_xla_on_a_sharded_batch(geometry):
+def test_convolution_and_its_gradients_match_xla_on_a_sharded_batch(geometry, with_bias):
   n, size, cin, cout, kernel_size, stride, padding = geometry
   rng = np.random.default_rng(0)
   x = rng.standard_normal((n, size, size, cin)).astype(np.float32)
   kernel = rng.standard_normal((*kernel_size, cin, cout)).astype(np.float32)
+  bias = rng.standard_normal(cout).astype(np.float32)
   cotangent_seed = rng.standard_normal()
 
-  def loss(x, kernel):
+  def loss(x, kernel, bias):
+    bias = bias if with_bias else None
     if onednn.is_enabled():
-      y = onednn.conv(x, kernel, (stride, stride), padding)
+      y = onednn.conv(x, kernel, (stride, stride), padding, bias)
     else:
       y = jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding,
                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      y = y if bias is None else y + bias
     return jnp.sum(jnp.sin(y + cotangent_seed)), y
 
   mesh = parallel.make_mesh()  # 8 devices: each convolves its own shard of the batch
-  shardings = (parallel.batch_sharding(mesh), parallel.replicated(mesh))
-  grad = lambda: jax.value_and_grad(loss, (0, 1), has_aux=True)
+  shardings = (parallel.batch_sharding(mesh), parallel.replicated(mesh),
+               parallel.replicated(mesh))
+  grad = lambda: jax.value_and_grad(loss, (0, 1, 2), has_aux=True)
   reference = jax.jit(grad(), in_shardings=shardings)
   custom = parallel.jit(grad(), 'onednn', in_shardings=shardings)
   with jax.set_mesh(mesh):
-    assert 'squeezejax_conv_backward_weights' in custom.lower(x, kernel).as_text()
-    (_, want), want_grads = reference(x, kernel)
-    (_, got), got_grads = custom(x, kernel)
+    text = custom.lower(x, kernel, bias).as_text()
+    (_, want), want_grads = reference(x, kernel, bias)
+    (_, got), got_grads = custom(x, kernel, bias)
+  forward = 'forward_bias' if with_bias else 'forward'
+  for target in (forward, 'backward_data', 'backward_weights'):
+    assert f'@squeezejax_conv_{target}(' in text
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
   for g, w in zip(got_grads, want_grads):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(np.abs(w).max()))
+  if not with_bias:
+    np.testing.assert_array_equal(got_grads[2], 0)
 
 
 def test_a_network_trains_the_same_with_onednn_as_with_eigen():
@@ -73,7 +83,10 @@ def test_a_network_trains_the_same_with_onednn_as_with_eigen():
       texts[name] = fn.lower(params, images).as_text()
       outputs[name] = fn(params, images)
   convs = sum(isinstance(m, layers.Conv) for _, m in nnx.iter_graph(model))
-  assert texts['onednn'].count('@squeezejax_conv_forward(') == convs
+  # One forward custom call per convolution; a bias is added in it, except where the
+  # layer adds it after the max pool (pooled_conv).
+  assert texts['onednn'].count('@squeezejax_conv_forward') == convs
+  assert texts['onednn'].count('@squeezejax_conv_forward_bias(') == convs - 1
   assert 'squeezejax_conv' not in texts['eigen']
   for a, b in zip(jax.tree.leaves(outputs['onednn']), jax.tree.leaves(outputs['eigen'])):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5)

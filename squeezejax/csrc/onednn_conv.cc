@@ -46,10 +46,17 @@ memory::desc Md(const memory::dims& d, tag t) {
   return memory::desc(d, memory::data_type::f32, t);
 }
 
-dnnl::convolution_forward::primitive_desc ForwardPd(const Geometry& g) {
+// The bias, where the layer has one, is added in the forward convolution: no
+// separate pass over its output.
+memory::desc BiasMd(const Geometry& g, bool bias) {
+  return bias ? Md({g.w[0]}, tag::a) : memory::desc();
+}
+
+dnnl::convolution_forward::primitive_desc ForwardPd(const Geometry& g, bool bias) {
   return dnnl::convolution_forward::primitive_desc(
       Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-      Md(g.x, tag::nhwc), Md(g.w, tag::any), Md(g.y, tag::nhwc), g.strides, g.pad_l, g.pad_r);
+      Md(g.x, tag::nhwc), Md(g.w, tag::any), BiasMd(g, bias), Md(g.y, tag::nhwc), g.strides,
+      g.pad_l, g.pad_r);
 }
 
 // A primitive with its kernel's layout: kernels are reordered to and from HWIO
@@ -76,7 +83,7 @@ ThreadState& State(int64_t threads) {
   return *state;
 }
 
-// kind: 'f' forward, 'd' data gradient, 'w' kernel gradient.
+// kind: 'f' forward ('F' with a bias), 'd' data gradient, 'w' kernel gradient.
 template <typename MakePd>
 Entry& Lookup(ThreadState& s, char kind, const Geometry& g, MakePd make_pd) {
   std::string key = g.Key(kind);
@@ -109,28 +116,45 @@ memory KernelMemory(ThreadState& s, const Entry& e, const Geometry& g, float* da
 }
 
 // A oneDNN error becomes the custom call's error (a Python exception), not an abort.
-#define CATCH_DNNL(body)                                                                \
+#define CATCH_DNNL(...)                                                                 \
   try {                                                                                 \
-    body;                                                                               \
+    __VA_ARGS__;                                                                        \
   } catch (const dnnl::error& err) {                                                    \
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + err.what()); \
   }                                                                                     \
   return ffi::Error::Success();
 
-ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
-                   ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t pt,
-                   int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+// `b`: the bias, or nullptr.
+ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, float* b,
+                       ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t pt,
+                       int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
   CATCH_DNNL({
     Geometry g = MakeGeometry(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb,
                               pl, pr);
     ThreadState& s = State(threads);
-    Entry& e = Lookup(s, 'f', g, [&] { return ForwardPd(g); });
+    Entry& e = Lookup(s, b ? 'F' : 'f', g, [&] { return ForwardPd(g, b != nullptr); });
     memory xm(Md(g.x, tag::nhwc), Engine(), x.typed_data());
     memory ym(Md(g.y, tag::nhwc), Engine(), y->typed_data());
     memory wm = KernelMemory(s, e, g, w.typed_data(), true);
-    e.prim.execute(s.stream, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}});
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
+    if (b) args.emplace(DNNL_ARG_BIAS, memory(BiasMd(g, true), Engine(), b));
+    e.prim.execute(s.stream, args);
     s.stream.wait();
   })
+}
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                   ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t pt,
+                   int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+  return ForwardImpl(x, w, nullptr, y, sh, sw, pt, pb, pl, pr, threads);
+}
+
+ffi::Error ForwardBias(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                       ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> y, int64_t sh,
+                       int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
+                       int64_t threads) {
+  return ForwardImpl(x, w, b.typed_data(), y, sh, sw, pt, pb, pl, pr, threads);
 }
 
 ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
@@ -143,7 +167,7 @@ ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
     Entry& e = Lookup(s, 'd', g, [&] {
       return dnnl::convolution_backward_data::primitive_desc(
           Engine(), dnnl::algorithm::convolution_direct, Md(g.x, tag::nhwc), Md(g.w, tag::any),
-          Md(g.y, tag::nhwc), g.strides, g.pad_l, g.pad_r, ForwardPd(g));
+          Md(g.y, tag::nhwc), g.strides, g.pad_l, g.pad_r, ForwardPd(g, false));
     });
     memory dym(Md(g.y, tag::nhwc), Engine(), dy.typed_data());
     memory dxm(Md(g.x, tag::nhwc), Engine(), dx->typed_data());
@@ -164,7 +188,7 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
     Entry& e = Lookup(s, 'w', g, [&] {
       return dnnl::convolution_backward_weights::primitive_desc(
           Engine(), dnnl::algorithm::convolution_direct, Md(g.x, tag::nhwc), Md(g.w, tag::any),
-          Md(g.y, tag::nhwc), g.strides, g.pad_l, g.pad_r, ForwardPd(g));
+          Md(g.y, tag::nhwc), g.strides, g.pad_l, g.pad_r, ForwardPd(g, false));
     });
     memory xm(Md(g.x, tag::nhwc), Engine(), x.typed_data());
     memory dym(Md(g.y, tag::nhwc), Engine(), dy.typed_data());
@@ -179,18 +203,18 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
   })
 }
 
-// Two float32 operands, one result, the geometry and the thread count as attributes.
-#define BIND_CONV                                                                   \
-  ffi::Ffi::Bind()                                                                  \
-      .Arg<ffi::Buffer<ffi::F32>>()                                                 \
-      .Arg<ffi::Buffer<ffi::F32>>()                                                 \
-      .Ret<ffi::Buffer<ffi::F32>>()                                                 \
+// Float32 operands and results, then the geometry and the thread count as attributes.
+#define BIND(ARGS, RETS)                                                               \
+  ffi::Ffi::Bind() ARGS RETS                                                           \
       .Attr<int64_t>("sh").Attr<int64_t>("sw").Attr<int64_t>("pt").Attr<int64_t>("pb") \
       .Attr<int64_t>("pl").Attr<int64_t>("pr").Attr<int64_t>("threads")
+#define IN .Arg<ffi::Buffer<ffi::F32>>()
+#define OUT .Ret<ffi::Buffer<ffi::F32>>()
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_forward, Forward, BIND_CONV);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_backward_data, BackwardData, BIND_CONV);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_forward, Forward, BIND(IN IN, OUT));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_forward_bias, ForwardBias, BIND(IN IN IN, OUT));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_backward_data, BackwardData, BIND(IN IN, OUT));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_backward_weights, BackwardWeights,
-                              BIND_CONV);
+                              BIND(IN IN, OUT));
