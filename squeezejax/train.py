@@ -255,11 +255,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           raise Preempted(step, stop_signal[0])
 
     # -- evaluation and result ------------------------------------------------------------
+    # The final evaluation runs while the last checkpoint is written.
     clock.lap('train')
-    checkpointer.wait()
-    clock.lap('checkpoint')
     final = run_eval(state)
     clock.lap('eval')
+    checkpointer.wait()
+    clock.lap('checkpoint')
   checkpointer.close()
   say(f'eval on {config.eval_split} ({final["eval_examples"]:,} images): '
       f'top1 {final["top1"]:.4f} top5 {final["top5"]:.4f}')
