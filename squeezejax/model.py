@@ -25,12 +25,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from squeezejax import layers
+from squeezejax import initializers, layers
 from squeezejax import spec as spec_lib
 
 INITIALIZERS = {
-    'caffe': nnx.initializers.lecun_uniform(),  # Caffe's "xavier": U(+-sqrt(3 / fan_in))
-    'torchvision': nnx.initializers.he_uniform(),  # kaiming_uniform_(a=0)
+    'caffe': initializers.lecun_uniform(),  # Caffe's "xavier": U(+-sqrt(3 / fan_in))
+    'torchvision': initializers.he_uniform(),  # kaiming_uniform_(a=0)
 }
 
 
@@ -109,7 +109,7 @@ class SqueezeNet(nnx.Module):
     # conv10 starts at N(0, 0.01) in both Caffe and torchvision.
     self.conv10 = layers.Conv(
         spec.fires()[-1].out_channels, spec.num_classes, (1, 1), padding='VALID',
-        kernel_init=nnx.initializers.normal(0.01), dtype=dtype, formulation=formulation,
+        kernel_init=initializers.normal(0.01), dtype=dtype, formulation=formulation,
         rngs=rngs)
 
   def __call__(self, x: jax.Array, *, dropout_key: jax.Array | None = None,
@@ -152,7 +152,9 @@ def module_class(spec) -> type:
 def create(spec, *, seed: int = 0, dtype=None, formulation: str = 'auto') -> nnx.Module:
   """A freshly initialised network of any family; `formulation`: its layers'
   ('auto' | 'textbook' | 'cpu', squeezejax.layers)."""
-  return module_class(spec)(spec, dtype=dtype, formulation=formulation, rngs=nnx.Rngs(seed))
+  rngs = nnx.Rngs(seed)
+  return initializers.drawn_together(lambda: module_class(spec)(
+      spec, dtype=dtype, formulation=formulation, rngs=rngs), rngs)
 
 
 def features(net: nnx.Module, x: jax.Array) -> dict[str, tuple[jax.Array, int]]:

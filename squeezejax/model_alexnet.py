@@ -14,14 +14,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from squeezejax import layers
+from squeezejax import initializers, layers
 from squeezejax import spec_alexnet as spec_lib
 
 # Caffe's bvlc_alexnet fillers: Gaussian weights, constant biases.
 CAFFE_WEIGHT_STD = {'fc6': 0.005, 'fc7': 0.005}  # 0.01 elsewhere
 CAFFE_BIAS = {'conv2': 0.1, 'conv4': 0.1, 'conv5': 0.1, 'fc6': 0.1, 'fc7': 0.1}  # 0 elsewhere
 # PyTorch's default weights: U(+-1/sqrt(fan_in)) (kaiming_uniform_ with a=sqrt(5)).
-TORCH_WEIGHTS = nnx.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
+TORCH_WEIGHTS = initializers.uniform_fan_in(1 / 3)
 
 
 def lrn(x: jax.Array, local_size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
@@ -65,7 +65,7 @@ class AlexNet(nnx.Module):
 
     def inits(name):
       if caffe:
-        return dict(kernel_init=nnx.initializers.normal(CAFFE_WEIGHT_STD.get(name, 0.01)),
+        return dict(kernel_init=initializers.normal(CAFFE_WEIGHT_STD.get(name, 0.01)),
                     bias_init=nnx.initializers.constant(CAFFE_BIAS.get(name, 0.0)))
       return dict(kernel_init=TORCH_WEIGHTS, bias_init=nnx.initializers.zeros_init())
 

@@ -13,12 +13,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from squeezejax import layers
+from squeezejax import initializers, layers
 from squeezejax import model as model_lib
 from squeezejax import spec_squeezenext as spec_lib
 
-KERNEL_INIT = nnx.initializers.he_uniform()
-TORCH_LINEAR = nnx.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
+KERNEL_INIT = initializers.he_uniform()
+TORCH_LINEAR = initializers.uniform_fan_in(1 / 3)
 
 
 class ConvBN(nnx.Module):
