@@ -206,9 +206,8 @@ def jit(fn: Callable[..., Any], cpu_convolutions: str = 'auto', **jit_kwargs):
 
 def run_once_compiler_options() -> dict[str, int]:
   """XLA options for programs that run once, such as the state's initialisation: on
-  CPU, LLVM at -O0. The init's random draws (a threefry per parameter, hundreds of
-  fusions) took longer to compile at -O2 than a short run's training step; it runs
-  for milliseconds either way (docs/performance.md)."""
+  CPU, LLVM at -O0. Its random draws compiled slower at -O2 and run for milliseconds
+  either way (docs/performance.md)."""
   return {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else {}
 
 
