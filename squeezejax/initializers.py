@@ -2,14 +2,14 @@
 
 Each is the function of jax.nn.initializers it names, number for number, and
 `model.create` draws all of a network's kernels in a few batched calls
-(`drawn_together`): jax.random's threefry numbers are a function of (key, flat
-index) alone, so `uniform(key, (n,))[:size].reshape(shape)` is `uniform(key, shape)`,
-and a kernel's key is `fold_in(rngs.params.key, count)` (nnx.Conv and nnx.Linear
-take theirs from `rngs.params()`), so the keys are one batched fold_in.
-Drawn one call per kernel, a network's initialisation became a program of
-hundreds of small kernels that took XLA:CPU seconds to compile for every new
-design point (docs/performance.md); drawn together it is a few.
-"""
+(`drawn_together`). That gives the same numbers because jax.random's threefry
+numbers are a function of (key, flat index) alone (jax_threefry_partitionable,
+JAX's default), so `uniform(key, (n,))[:size].reshape(shape)` is
+`uniform(key, shape)`, and because a kernel's key is `fold_in(rngs.params.key,
+count)` (nnx.Conv and nnx.Linear take theirs from `rngs.params()`), so the keys
+are one batched fold_in. Drawn one call per kernel, a network's initialisation
+was a program of hundreds of small kernels that took XLA:CPU seconds to compile
+for every new design point (docs/performance.md); drawn together it is a few."""
 
 from __future__ import annotations
 
@@ -95,6 +95,8 @@ def normal(stddev: float) -> Random:
 def drawn_together(make_module, rngs: nnx.Rngs) -> nnx.Module:
   """`make_module()` (built with `rngs`), with its `Random` kernels drawn in a few
   batched calls."""
+  if not jax.config.jax_threefry_partitionable:  # then a draw depends on its shape
+    return make_module()
   draws: list[_Draw] = []
   token = _pending.set((rngs.params, draws))
   try:

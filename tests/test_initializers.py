@@ -81,3 +81,19 @@ def test_batches_bound_their_padding():
     kept = sum(d.size for d in batch)
     padded = len(batch) * batch[0].size
     assert padded <= max(initializers.MAX_PADDING_FACTOR * kept, initializers.FREE_PADDING)
+
+
+def test_without_partitionable_threefry_each_kernel_is_drawn_alone(monkeypatch):
+  """There a draw depends on its shape, so batching would change the numbers."""
+  spec = SPECS['squeezenet1_1']
+  jax.config.update('jax_threefry_partitionable', False)
+  try:
+    ours = _params_program(spec)(jnp.uint32(3))
+    monkeypatch.setattr(initializers.Random, '__call__',
+                        lambda self, key, shape, dtype=jnp.float32: flax_initializer(self)(
+                            key, shape, dtype))
+    theirs = _params_program(spec)(jnp.uint32(3))
+  finally:
+    jax.config.update('jax_threefry_partitionable', True)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+    np.testing.assert_array_equal(a, b)
