@@ -110,7 +110,8 @@ def drawn_together(make_module, rngs: nnx.Rngs) -> nnx.Module:
   values = {}
   for (distribution, dtype), group in groups.items():
     # Normal draws stay one call per kernel: batched, XLA:CPU's unoptimised (-O0)
-    # code rounded a quarter of them 1 ulp apart from flax's. Networks draw few.
+    # code rounded some of them 1 ulp apart from flax's (docs/performance.md). Networks
+    # draw few.
     for batch in _batches(group) if distribution == 'uniform' else ([d] for d in group):
       keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.stack([d.count for d in batch]))
       rows = batch[0].init.sample(keys, batch[0].size, dtype)
