@@ -60,9 +60,7 @@ class Conv(nnx.Conv):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     if self._onednn(x):
-      x, kernel = self.promote_dtype((x, self.kernel[...]), dtype=self.dtype)
-      bias = self.bias[...].astype(x.dtype) if self.bias is not None else None
-      return onednn.conv(x, kernel, self._strides(), self.padding, bias)
+      return self._convolve(x, add_bias=True)
     if (self.formulation == 'cpu' and self.kernel_size == (1, 1)
         and self.strides in (1, (1, 1))):
       bias = self.bias[...] if self.bias is not None else None
@@ -72,12 +70,18 @@ class Conv(nnx.Conv):
     return super().__call__(x)
 
   def without_bias(self, x: jax.Array) -> jax.Array:
+    return self._convolve(x, add_bias=False)
+
+  def _convolve(self, x: jax.Array, add_bias: bool) -> jax.Array:
+    """The convolution, plus the bias with `add_bias` (inside oneDNN's when it runs it)."""
     x, kernel = self.promote_dtype((x, self.kernel[...]), dtype=self.dtype)
+    bias = self.bias[...].astype(x.dtype) if add_bias and self.bias is not None else None
     if self._onednn(x):
-      return onednn.conv(x, kernel, self._strides(), self.padding)
-    return jax.lax.conv_general_dilated(
+      return onednn.conv(x, kernel, self._strides(), self.padding, bias)
+    y = jax.lax.conv_general_dilated(
         x, kernel, self._strides(), tuple(map(tuple, self.padding)),
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=self.precision)
+    return y if bias is None else y + bias
 
   def _strides(self) -> tuple[int, int]:
     return tuple(self.strides) if isinstance(self.strides, (tuple, list)) else (self.strides,) * 2

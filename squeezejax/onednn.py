@@ -143,10 +143,9 @@ def _conv(x, kernel, bias, strides, padding):
   def forward(x, kernel, bias, axis):
     del axis
     shape = _out_shape(x.shape, kernel.shape, strides, padding)
-    if bias is None:
-      return tuple(_call('forward', [shape], x, kernel, strides=strides, padding=padding))
-    return tuple(_call('forward_bias', [shape], x, kernel, bias, strides=strides,
-                       padding=padding))
+    target, operands = ('forward', (x, kernel)) if bias is None else (
+        'forward_bias', (x, kernel, bias))
+    return tuple(_call(target, [shape], *operands, strides=strides, padding=padding))
   return _per_device(forward, (True, False, False), (True,))(x, kernel, bias)[0]
 
 

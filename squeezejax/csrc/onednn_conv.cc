@@ -203,18 +203,20 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
   })
 }
 
-// Float32 operands and results, then the geometry and the thread count as attributes.
-#define BIND(ARGS, RETS)                                                               \
-  ffi::Ffi::Bind() ARGS RETS                                                           \
+// Float32 operands, one float32 result, the geometry and the thread count as attributes.
+#define OPERAND .Arg<ffi::Buffer<ffi::F32>>()
+#define BIND_CONV(OPERANDS)                                                            \
+  ffi::Ffi::Bind() OPERANDS                                                            \
+      .Ret<ffi::Buffer<ffi::F32>>()                                                    \
       .Attr<int64_t>("sh").Attr<int64_t>("sw").Attr<int64_t>("pt").Attr<int64_t>("pb") \
       .Attr<int64_t>("pl").Attr<int64_t>("pr").Attr<int64_t>("threads")
-#define IN .Arg<ffi::Buffer<ffi::F32>>()
-#define OUT .Ret<ffi::Buffer<ffi::F32>>()
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_forward, Forward, BIND(IN IN, OUT));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_forward_bias, ForwardBias, BIND(IN IN IN, OUT));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_backward_data, BackwardData, BIND(IN IN, OUT));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_forward, Forward, BIND_CONV(OPERAND OPERAND));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_forward_bias, ForwardBias,
+                              BIND_CONV(OPERAND OPERAND OPERAND));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_backward_data, BackwardData,
+                              BIND_CONV(OPERAND OPERAND));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_backward_weights, BackwardWeights,
-                              BIND(IN IN, OUT));
+                              BIND_CONV(OPERAND OPERAND));
