@@ -70,6 +70,10 @@ def _restore(manager, step: int, abstract: dict[str, Any]):
   return {k: out[k] if k in stored else v for k, v in abstract.items()}, out.meta
 
 
+# Orbax's words for a readable checkpoint whose trees differ from the restore target.
+_OTHER_STATE = 'tree structures do not match'
+
+
 def _newest_readable(manager, abstract: dict[str, Any]):
   """((step, items, meta) or None, [unreadable newer steps])."""
   damaged = []
@@ -78,6 +82,13 @@ def _newest_readable(manager, abstract: dict[str, Any]):
       return (step, *_restore(manager, step, abstract)), damaged
     except Exception as e:  # pylint: disable=broad-except  # any damage; the older one may do
       first = str(e).splitlines()[0][:200] if str(e) else ''
+      if isinstance(e, ValueError) and _OTHER_STATE in str(e):
+        # Intact, but written by another configuration: not damage, so nothing is
+        # deleted and no older checkpoint is silently taken instead.
+        raise UserError(
+            f'checkpoint {step} in {manager.directory} holds a different state than this '
+            'run builds: resume with the settings that wrote it (optimizer, grad_clip, '
+            'freeze_backbone, compressed) or train in a new workdir') from None
       logging.warning('checkpoint %d in %s is unreadable (%s: %s); trying the previous one',
                       step, manager.directory, type(e).__name__, first)
       damaged.append(step)

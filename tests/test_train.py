@@ -357,6 +357,21 @@ def test_damaged_latest_checkpoint_falls_back(runs, tmp_path, caplog):
   assert result['top1'] == runs['dp'][1]['top1']  # steps 5..8 redone from checkpoint 4
 
 
+def test_a_checkpoint_of_another_optimizer_is_an_error_and_is_kept(runs, tmp_path):
+  """Resuming an AdamW run with SGD: a clear error; no checkpoint is taken for
+  damage, deleted or overwritten."""
+  import shutil
+  workdir = tmp_path / 'other'
+  shutil.copytree(runs['dp'][0], workdir)
+  os.remove(workdir / 'result.json')
+  before = {str(p): p.stat().st_mtime_ns for p in workdir.rglob('*')}
+  with pytest.raises(UserError, match=r'checkpoint 8 .* holds a different state .*optimizer'):
+    train.train_and_evaluate(load(num_devices=8, optimizer='sgd'), str(workdir))
+  assert {str(p): p.stat().st_mtime_ns for p in workdir.rglob('*')
+          if 'checkpoints' in str(p)} == {k: v for k, v in before.items() if 'checkpoints' in k}
+  assert checkpoint.saved_steps(str(workdir)) == checkpoint.saved_steps(runs['dp'][0])
+
+
 @pytest.fixture(scope='module')
 def seed_runs(tmp_path_factory):
   """8 steps on 1 device: seed 0 alone, and seeds 0 and 1 in one step by each seed_axis."""
