@@ -74,25 +74,40 @@ def _restore(manager, step: int, abstract: dict[str, Any]):
 _OTHER_STATE = 'tree structures do not match'
 
 
-def _newest_readable(manager, abstract: dict[str, Any]):
-  """((step, items, meta) or None, [unreadable newer steps])."""
+def _newest_readable(manager, abstract: dict[str, Any], other_layouts=None):
+  """((step, items, meta) or None, [unreadable newer steps]). `other_layouts()`:
+  other (abstract, convert) the items may have been saved in; convert brings them
+  to `abstract`'s."""
   damaged = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      return (step, *_restore(manager, step, abstract)), damaged
+      return (step, *_restore_any(manager, step, abstract, other_layouts)), damaged
+    except UserError:
+      raise
     except Exception as e:  # pylint: disable=broad-except  # any damage; the older one may do
       first = str(e).splitlines()[0][:200] if str(e) else ''
-      if isinstance(e, ValueError) and _OTHER_STATE in str(e):
-        # Intact, but written by another configuration: not damage, so nothing is
-        # deleted and no older checkpoint is silently taken instead.
-        raise UserError(
-            f'checkpoint {step} in {manager.directory} holds a different state than this '
-            'run builds: resume with the settings that wrote it (optimizer, grad_clip, '
-            'freeze_backbone, compressed) or train in a new workdir') from None
       logging.warning('checkpoint %d in %s is unreadable (%s: %s); trying the previous one',
                       step, manager.directory, type(e).__name__, first)
       damaged.append(step)
   return None, damaged
+
+
+def _restore_any(manager, step: int, abstract, other_layouts):
+  """_restore onto `abstract`, else onto the first of `other_layouts()` that the
+  checkpoint's trees match. An intact checkpoint that matches none was written by
+  another configuration: not damage, so it is neither deleted nor passed over."""
+  for target, convert in [(abstract, None), *(other_layouts() if other_layouts else ())]:
+    try:
+      items, meta = _restore(manager, step, target)
+    except ValueError as e:
+      if _OTHER_STATE in str(e):
+        continue
+      raise
+    return (convert(items) if convert else items), meta
+  raise UserError(
+      f'checkpoint {step} in {manager.directory} holds a different state than this run '
+      'builds: resume with the settings that wrote it (optimizer, grad_clip, '
+      'freeze_backbone, compressed) or train in a new workdir')
 
 
 class Checkpointer:
@@ -110,14 +125,15 @@ class Checkpointer:
     self.manager.save(step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **args),
                       force=True)
 
-  def restore_latest(self, abstract: dict[str, Any]):
+  def restore_latest(self, abstract: dict[str, Any], other_layouts=None):
     """(step, {item: tree}, meta) of the newest readable checkpoint, or None.
-    `abstract` names the items and their targets (ShapeDtypeStructs with shardings).
+    `abstract` names the items and their targets (ShapeDtypeStructs with shardings);
+    `other_layouts()`, other (abstract, convert) they may have been saved in.
 
     A damaged newer checkpoint (a kill mid-write on a filesystem without atomic
     renames) is deleted, so that the resumed run can write its step again.
     """
-    restored, damaged = _newest_readable(self.manager, abstract)
+    restored, damaged = _newest_readable(self.manager, abstract, other_layouts)
     for step in damaged:
       self.manager.delete(step)
     return restored

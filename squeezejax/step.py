@@ -46,9 +46,19 @@ def make_schedule(config, steps: int) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warmup), main], [warmup])
 
 
-def make_optimizer(config, schedule, abstract_params, head: str = 'conv10'
-                   ) -> optax.GradientTransformation:
-  """SGD or AdamW; with config.freeze_backbone only `head` (the spec's classifier) trains."""
+def flat_optimizer(config) -> bool:
+  """Whether `make_optimizer` works on one vector of every parameter (its state one
+  vector per moment) rather than per parameter. Per parameter, XLA:CPU compiles
+  each stage of the update as a kernel of its own: a large share of a new network's
+  compile (docs/performance.md). fsdp keeps the state sharded as the parameters
+  are; freeze_backbone and compressed need it per parameter."""
+  return not (config.fsdp or config.freeze_backbone or config.compressed)
+
+
+def make_optimizer(config, schedule, abstract_params, head: str = 'conv10',
+                   flat: bool | None = None) -> optax.GradientTransformation:
+  """SGD or AdamW; with config.freeze_backbone only `head` (the spec's classifier)
+  trains. `flat`: the state's layout, `flat_optimizer(config)` by default."""
   parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
   if config.optimizer == 'sgd':
     # Caffe's weight_decay is L2 added to the gradient, biases included.
@@ -57,6 +67,8 @@ def make_optimizer(config, schedule, abstract_params, head: str = 'conv10'
   else:
     parts += [optax.adamw(schedule, b1=config.momentum, weight_decay=config.weight_decay)]
   tx = optax.chain(*parts)
+  if flat_optimizer(config) if flat is None else flat:
+    tx = optax.flatten(tx)
   if config.freeze_backbone:
     labels = {k: jax.tree.map(lambda _, k=k: 'train' if k == head else 'frozen', v)
               for k, v in abstract_params.items()}
@@ -66,6 +78,28 @@ def make_optimizer(config, schedule, abstract_params, head: str = 'conv10'
     first = [share.shared_gradients()] if config.compressed == 'shared' else []
     tx = optax.chain(*first, tx, prune.keep_zeros())
   return tx
+
+
+def other_layout(opt_state, abstract_params, target):
+  """`opt_state` of one layout (flat or per parameter, see `flat_optimizer`) in the
+  other, the layout of `target` (an abstract state): for a checkpoint written with
+  another fsdp setting, or before the flat layout."""
+  treedef = jax.tree.structure(abstract_params)
+  is_params = lambda x: jax.tree.structure(x) == treedef
+  leaves = jax.tree.leaves(abstract_params)
+
+  def unravel(vector):
+    offsets = np.cumsum([x.size for x in leaves])[:-1]
+    return jax.tree.unflatten(treedef, [
+        part.reshape(x.shape).astype(x.dtype)
+        for part, x in zip(jnp.split(vector, offsets), leaves)])
+
+  if any(map(is_params, jax.tree.leaves(target, is_leaf=is_params))):  # to per parameter
+    return jax.tree.map(lambda t, x: unravel(x) if is_params(t) else x, target, opt_state,
+                        is_leaf=is_params)
+  return jax.tree.map(  # to flat
+      lambda x: jnp.concatenate([y.ravel() for y in jax.tree.leaves(x)]) if is_params(x) else x,
+      opt_state, is_leaf=is_params)
 
 
 def batch_splits(config, mesh) -> int:

@@ -103,30 +103,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       f'({steps / steps_per_epoch:.2f} epochs)')
 
   # -- state, created directly in its shardings ---------------------------------------
-  def init_one(key):
+  def init_one(key, tx=tx):
     params, batch_stats = model_lib.split_weights(model_lib.create(spec, seed=key))
     return params, batch_stats, tx.init(params)
 
-  def init_state(seed):  # the seed an argument: seeds of a point share one program
+  def init_state(seed, tx=tx):  # the seed an argument: seeds of a point share one program
     if config.num_seeds == 1:
-      params, batch_stats, opt_state = init_one(jax.random.key(seed))
+      params, batch_stats, opt_state = init_one(jax.random.key(seed), tx)
     else:
-      params, batch_stats, opt_state = jax.vmap(init_one)(jax.vmap(jax.random.key)(seed))
+      params, batch_stats, opt_state = jax.vmap(lambda k: init_one(k, tx))(
+          jax.vmap(jax.random.key)(seed))
     return {'params': params, 'batch_stats': batch_stats, 'opt_state': opt_state,
             'step': jnp.int32(0), 'seed': seed}
 
+  def with_shardings(abstract):
+    shardings = parallel.state_shardings(mesh, abstract, config.fsdp)
+    shardings['step'] = shardings['seed'] = parallel.replicated(mesh)
+    return shardings, jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
+
   seeds = step_lib.seeds(config)
-  abstract_state = jax.eval_shape(init_state, seeds)
-  shardings = parallel.state_shardings(mesh, abstract_state, config.fsdp)
-  shardings['step'] = shardings['seed'] = parallel.replicated(mesh)
-  abstract_state = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings)
+  shardings, abstract_state = with_shardings(jax.eval_shape(init_state, seeds))
 
   # -- resume from the newest checkpoint, or initialise --------------------------------
   checkpointer = checkpoint_lib.Checkpointer(
       os.path.join(workdir, checkpoint_lib.CHECKPOINTS), keep=config.keep_checkpoints)
   restored = checkpointer.restore_latest(
-      {k: v for k, v in abstract_state.items() if k not in NOT_SAVED})
+      {k: v for k, v in abstract_state.items() if k not in NOT_SAVED}, lambda: [
+      _other_optimizer_layout(config, spec, schedule, init_state, with_shardings,
+                              abstract_state)])
   if restored is not None:
     start_step, items, meta = restored
     state = {**items, 'step': jax.device_put(np.int32(start_step), shardings['step']),
@@ -286,6 +291,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     files.write_json(os.path.join(workdir, 'result.json'), result)  # all of it or nothing
   run_lock.close()
   return result
+
+
+def _other_optimizer_layout(config, spec, schedule, init_state, with_shardings, abstract_state):
+  """(abstract saved state, convert) for the optimizer's other layout (flat or per
+  parameter, step.flat_optimizer), so that a checkpoint written with another fsdp
+  setting, or before the flat layout, resumes."""
+  other_tx = step_lib.make_optimizer(config, schedule, model_lib.abstract_params(spec),
+                                     spec.head, flat=not step_lib.flat_optimizer(config))
+  _, other = with_shardings(jax.eval_shape(lambda s: init_state(s, other_tx),
+                                           step_lib.seeds(config)))
+  ours = abstract_state['opt_state']
+  per_seed = ours if config.num_seeds == 1 else jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), ours)
+  convert = lambda opt_state, params: step_lib.other_layout(opt_state, params, per_seed)
+  if config.num_seeds > 1:
+    convert = jax.vmap(convert)
+  to_ours = jax.jit(convert, out_shardings=jax.tree.map(lambda x: x.sharding, ours))
+  return ({k: v for k, v in other.items() if k not in NOT_SAVED},
+          lambda items: {**items, 'opt_state': to_ours(items['opt_state'], items['params'])})
 
 
 def _init_from(directory, state, tx, shardings, mesh):

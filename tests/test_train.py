@@ -304,6 +304,34 @@ def test_batch_splits_give_the_full_batch_update():
   assert not np.allclose(out[1][0]['params']['conv10']['kernel'], params['conv10']['kernel'])
 
 
+@pytest.mark.parametrize('fields', [dict(optimizer='adamw', grad_clip=1.0),
+                                    dict(optimizer='sgd')])
+def test_the_optimizer_on_one_flat_vector_is_the_per_parameter_one(fields):
+  """Without fsdp the optimizer works on one vector of every parameter: the same
+  updates as per parameter (what fsdp keeps), its state one vector per moment."""
+  import optax
+  from squeezejax import spec as spec_lib
+  spec = spec_lib.preset('squeezenet_small', base_e=16, incr_e=16, num_classes=10)
+  params = model_lib.split_weights(model_lib.create(spec))[0]
+  rng = np.random.default_rng(0)
+  grads = [jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape), p.dtype), params)
+           for _ in range(3)]
+  out = {}
+  for fsdp in (False, True):
+    tx = step.make_optimizer(load(fsdp=fsdp, **fields), optax.constant_schedule(0.1), params)
+    state, p = tx.init(params), params
+    for g in grads:
+      u, state = jax.jit(tx.update)(g, state, p)
+      p = optax.apply_updates(p, u)
+    out[fsdp] = (p, jax.tree.leaves(state))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               out[False][0], out[True][0])
+  shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+  assert shapes(out[False][0]) == shapes(params)
+  assert not np.allclose(out[False][0]['conv10']['kernel'], params['conv10']['kernel'])
+  assert len(out[False][1]) < len(jax.tree.leaves(params)) < len(out[True][1])
+
+
 def test_cpu_convolution_libraries_compute_the_same_network():
   """'eigen' takes the convolutions away from YNNPACK (fewer YNN fusions), same numbers."""
   from flax import nnx
@@ -340,6 +368,24 @@ def test_restore_onto_a_different_device_count(runs, tmp_path):
   result = train.train_and_evaluate(load(num_devices=8, fsdp=True, total_steps=10), workdir)
   assert result['steps'] == 10
   assert checkpoint.saved_steps(workdir)[-1] == 10
+
+
+def test_resume_across_the_optimizer_layouts(runs, tmp_path):
+  """An fsdp run (optimizer state per parameter) resumed without fsdp (one flat
+  vector), and back: the same steps as resuming it as it was written."""
+  import shutil
+  out = {}
+  for name, fsdp in (('as_written', True), ('flat', False)):
+    workdir = str(tmp_path / name)
+    shutil.copytree(runs['fsdp'][0], workdir)  # 8 steps, fsdp
+    out[name] = train.train_and_evaluate(load(num_devices=8, fsdp=fsdp, total_steps=10),
+                                         workdir)
+    assert losses(workdir)[:4] == losses(runs['fsdp'][0])  # resumed, not started again
+  np.testing.assert_allclose(losses(tmp_path / 'flat'), losses(tmp_path / 'as_written'),
+                             rtol=1e-5)
+  back = train.train_and_evaluate(load(num_devices=8, fsdp=True, total_steps=12),
+                                  str(tmp_path / 'flat'))
+  assert back['steps'] == 12 and len(losses(tmp_path / 'flat')) > 5
 
 
 def test_damaged_latest_checkpoint_falls_back(runs, tmp_path, caplog):
@@ -382,6 +428,16 @@ def seed_runs(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp(name))
     out[name] = (workdir, train.train_and_evaluate(load(num_devices=1, **overrides), workdir))
   return out
+
+
+def test_seeds_resume_across_the_optimizer_layouts(seed_runs, tmp_path):
+  """Two seeds in one step, written flat, resumed with fsdp (state per parameter)."""
+  import shutil
+  workdir = str(tmp_path / 'fsdp')
+  shutil.copytree(seed_runs['map'][0], workdir)
+  result = train.train_and_evaluate(
+      load(num_devices=1, num_seeds=2, seed_axis='map', fsdp=True, total_steps=10), workdir)
+  assert result['steps'] == 10 and losses(workdir)[:4] == losses(seed_runs['map'][0])
 
 
 def seed_params(workdir, num_seeds):
