@@ -74,6 +74,10 @@ def _restore(manager, step: int, abstract: dict[str, Any]):
 _OTHER_STATE = 'tree structures do not match'
 
 
+class _Damaged(Exception):
+  """Orbax could not read a checkpoint (its cause attached)."""
+
+
 def _newest_readable(manager, abstract: dict[str, Any], other_layouts=None):
   """((step, items, meta) or None, [unreadable newer steps]). `other_layouts()`:
   other (abstract, convert) the items may have been saved in; convert brings them
@@ -82,9 +86,8 @@ def _newest_readable(manager, abstract: dict[str, Any], other_layouts=None):
   for step in sorted(manager.all_steps(), reverse=True):
     try:
       return (step, *_restore_any(manager, step, abstract, other_layouts)), damaged
-    except UserError:
-      raise
-    except Exception as e:  # pylint: disable=broad-except  # any damage; the older one may do
+    except _Damaged as damage:  # any damage; the older one may do
+      e = damage.__cause__
       first = str(e).splitlines()[0][:200] if str(e) else ''
       logging.warning('checkpoint %d in %s is unreadable (%s: %s); trying the previous one',
                       step, manager.directory, type(e).__name__, first)
@@ -95,14 +98,17 @@ def _newest_readable(manager, abstract: dict[str, Any], other_layouts=None):
 def _restore_any(manager, step: int, abstract, other_layouts):
   """_restore onto `abstract`, else onto the first of `other_layouts()` that the
   checkpoint's trees match. An intact checkpoint that matches none was written by
-  another configuration: not damage, so it is neither deleted nor passed over."""
+  another configuration: not damage, so it is neither deleted nor passed over.
+  Only Orbax's own failures count as damage: an error in a conversion is a bug."""
   for target, convert in [(abstract, None), *(other_layouts() if other_layouts else ())]:
     try:
       items, meta = _restore(manager, step, target)
     except ValueError as e:
       if _OTHER_STATE in str(e):
         continue
-      raise
+      raise _Damaged() from e
+    except Exception as e:  # pylint: disable=broad-except
+      raise _Damaged() from e
     return (convert(items) if convert else items), meta
   raise UserError(
       f'checkpoint {step} in {manager.directory} holds a different state than this run '

@@ -129,9 +129,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpointer = checkpoint_lib.Checkpointer(
       os.path.join(workdir, checkpoint_lib.CHECKPOINTS), keep=config.keep_checkpoints)
   restored = checkpointer.restore_latest(
-      {k: v for k, v in abstract_state.items() if k not in NOT_SAVED}, lambda: [
-      _other_optimizer_layout(config, spec, schedule, init_state, with_shardings,
-                              abstract_state)])
+      {k: v for k, v in abstract_state.items() if k not in NOT_SAVED},
+      lambda: _other_optimizer_layouts(config, spec, schedule, init_state, with_shardings,
+                                       abstract_state))
   if restored is not None:
     start_step, items, meta = restored
     state = {**items, 'step': jax.device_put(np.int32(start_step), shardings['step']),
@@ -293,10 +293,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return result
 
 
-def _other_optimizer_layout(config, spec, schedule, init_state, with_shardings, abstract_state):
-  """(abstract saved state, convert) for the optimizer's other layout (flat or per
+def _other_optimizer_layouts(config, spec, schedule, init_state, with_shardings,
+                             abstract_state):
+  """[(abstract saved state, convert)] for the optimizer's other layout (flat or per
   parameter, step.flat_optimizer), so that a checkpoint written with another fsdp
-  setting, or before the flat layout, resumes."""
+  setting, or before the flat layout, resumes; none where only one layout exists."""
+  if config.freeze_backbone or config.compressed:
+    return []
   other_tx = step_lib.make_optimizer(config, schedule, model_lib.abstract_params(spec),
                                      spec.head, flat=not step_lib.flat_optimizer(config))
   _, other = with_shardings(jax.eval_shape(lambda s: init_state(s, other_tx),
@@ -308,8 +311,8 @@ def _other_optimizer_layout(config, spec, schedule, init_state, with_shardings, 
   if config.num_seeds > 1:
     convert = jax.vmap(convert)
   to_ours = jax.jit(convert, out_shardings=jax.tree.map(lambda x: x.sharding, ours))
-  return ({k: v for k, v in other.items() if k not in NOT_SAVED},
-          lambda items: {**items, 'opt_state': to_ours(items['opt_state'], items['params'])})
+  return [({k: v for k, v in other.items() if k not in NOT_SAVED},
+           lambda items: {**items, 'opt_state': to_ours(items['opt_state'], items['params'])})]
 
 
 def _init_from(directory, state, tx, shardings, mesh):
