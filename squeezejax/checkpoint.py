@@ -103,11 +103,9 @@ def _restore_any(manager, step: int, abstract, other_layouts):
   for target, convert in [(abstract, None), *(other_layouts() if other_layouts else ())]:
     try:
       items, meta = _restore(manager, step, target)
-    except ValueError as e:
-      if _OTHER_STATE in str(e):
-        continue
-      raise _Damaged() from e
     except Exception as e:  # pylint: disable=broad-except
+      if isinstance(e, ValueError) and _OTHER_STATE in str(e):
+        continue
       raise _Damaged() from e
     return (convert(items) if convert else items), meta
   raise UserError(

@@ -46,13 +46,14 @@ def make_schedule(config, steps: int) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warmup), main], [warmup])
 
 
-def flat_optimizer(config) -> bool:
+def flat_optimizer(config, fsdp: bool | None = None) -> bool:
   """Whether `make_optimizer` works on one vector of every parameter (its state one
-  vector per moment) rather than per parameter. Per parameter, XLA:CPU compiles
-  each stage of the update as a kernel of its own: a large share of a new network's
-  compile (docs/performance.md). fsdp keeps the state sharded as the parameters
-  are; freeze_backbone and compressed need it per parameter."""
-  return not (config.fsdp or config.freeze_backbone or config.compressed)
+  vector per moment) rather than per parameter, with config.fsdp or `fsdp`. Per
+  parameter, XLA:CPU compiles each stage of the update as a kernel of its own: a
+  large share of a new network's compile (docs/performance.md). fsdp keeps the state
+  sharded as the parameters are; freeze_backbone and compressed need it per parameter."""
+  fsdp = config.fsdp if fsdp is None else fsdp
+  return not (fsdp or config.freeze_backbone or config.compressed)
 
 
 def make_optimizer(config, schedule, abstract_params, head: str = 'conv10',

@@ -295,13 +295,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def _other_optimizer_layouts(config, spec, schedule, init_state, with_shardings,
                              abstract_state):
-  """[(abstract saved state, convert)] for the optimizer's other layout (flat or per
-  parameter, step.flat_optimizer), so that a checkpoint written with another fsdp
-  setting, or before the flat layout, resumes; none where only one layout exists."""
-  if config.freeze_backbone or config.compressed:
+  """[(abstract saved state, convert)] for the optimizer's layout under the other
+  fsdp setting (flat or per parameter, step.flat_optimizer), so that a checkpoint
+  written with it, or before the flat layout, resumes; none where it is the same."""
+  flat = step_lib.flat_optimizer(config, fsdp=not config.fsdp)
+  if flat == step_lib.flat_optimizer(config):
     return []
   other_tx = step_lib.make_optimizer(config, schedule, model_lib.abstract_params(spec),
-                                     spec.head, flat=not step_lib.flat_optimizer(config))
+                                     spec.head, flat=flat)
   _, other = with_shardings(jax.eval_shape(lambda s: init_state(s, other_tx),
                                            step_lib.seeds(config)))
   ours = abstract_state['opt_state']
