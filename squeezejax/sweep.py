@@ -147,8 +147,9 @@ Done = Callable[[Point, Outcome], None]
 
 @dataclasses.dataclass
 class Options:
-  """How `processes` and `slurm` run jobs (the command-line flags of the same names)."""
+  """How the executors run jobs (the command-line flags of the same names)."""
   workdir: str  # the sweep's; submitit's job files and logs go to WORKDIR/submitit
+  compile_ahead: bool = True  # local: compile the next point while one trains
   parallel: int = 1  # processes
   gpus_per_node: int = 0  # GPUs per run
   timeout_min: int = 60 * 24
@@ -169,9 +170,18 @@ class Options:
 
 
 def run_local(jobs: list[tuple[Point, Job]], done: Done, options: Options) -> None:
-  """Sequential, in this process; compiled shapes are reused through the cache."""
-  for point, job in jobs:
-    done(point, job())
+  """Sequential, in this process; compiled shapes are reused through the cache, and
+  each point's programs are compiled while the one before it trains
+  (squeezejax.compile_ahead; --no_compile_ahead turns that off)."""
+  from squeezejax import compile_ahead  # pylint: disable=g-import-not-at-top
+  enabled = options.compile_ahead and len(jobs) > 1
+  with compile_ahead.CompileAhead(jobs[0][1].cache_dir if enabled else None,
+                                  os.path.join(options.workdir, 'compile_ahead.log')) as ahead:
+    for i, (point, job) in enumerate(jobs):
+      if i + 1 < len(jobs):
+        ahead.submit(jobs[i + 1][1])
+      ahead.wait(job)
+      done(point, job())
 
 
 def device_slots(parallel: int, gpus_per_run: int = 0
@@ -420,6 +430,8 @@ def main(argv: list[str]) -> int:
   add('--no_report', action='store_true', help='skip figures and tables')
   add('--compilation_cache', default='',
       help="persistent XLA cache dir ('' = WORKDIR/xla_cache, 'none' = off)")
+  add('--no_compile_ahead', dest='compile_ahead', action='store_false',
+      help='local: do not compile the next point while one trains')
   add('--parallel', type=int, default=1, help='concurrent runs (processes)')
   add('--gpus_per_node', type=int, default=0, help='GPUs per run (processes, slurm)')
   add('--timeout_min', type=int, default=60 * 24, help='job time limit (processes, slurm)')
@@ -429,6 +441,8 @@ def main(argv: list[str]) -> int:
     if getattr(args, flag) < least:
       raise UserError(f'--{flag}={getattr(args, flag)}: expected an integer >= {least}')
   slurm.check_flags(parser, args)
+  if not args.compile_ahead and args.executor != 'local':
+    raise UserError('--no_compile_ahead is a local executor option: expected --executor=local')
   options = {f.name: getattr(args, f.name) for f in dataclasses.fields(Options)
              if f.name not in ('workdir', 'log')}
   on_slurm = args.executor == 'slurm'

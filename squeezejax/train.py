@@ -13,6 +13,7 @@ checkpoint; the data order, augmentation and dropout are pure functions of
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -56,145 +57,76 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                   config.process_id)
   _check_workdir(workdir)
 
-  # -- mesh ---------------------------------------------------------------------------
+  # -- mesh and input -----------------------------------------------------------------
   mesh = parallel.make_mesh(config.num_devices)
   per_process, per_device = parallel.check_batch(mesh, config.batch_size)
   parallel.check_batch(mesh, config.eval_batch_size, 'eval_batch_size')
-  splits = step_lib.batch_splits(config, mesh)
-  # How one step runs several seeds ('vmap' | 'map'), said here and kept in result.json.
-  seed_axis = step_lib.resolve_seed_axis(config.seed_axis) if config.num_seeds > 1 else None
-  say(f'devices: {mesh.size} x {jax.devices()[0].device_kind} over '
-      f'{jax.process_count()} process(es); batch {config.batch_size} global, '
-      f'{per_process} per process, {per_device} per device'
-      + (f', {config.batch_size // config.accum_steps} per micro-batch' if config.accum_steps > 1 else '')
-      + (f', gradients over {splits} sub-batches' if splits > 1 else '')
-      + (f'; {config.num_seeds} seeds per step, seed_axis={seed_axis}' if seed_axis else ''))
-
-  # -- input --------------------------------------------------------------------------
   clock.lap('setup')
   source = data.make_input(config)
   clock.lap('input')
-  prep = source.preprocessing
-  steps = configs.total_steps(config, source.num_train)
-  steps_per_epoch = source.num_train // config.batch_size
 
-  # -- spec, model and optimizer ------------------------------------------------------
-  init_spec = checkpoint_lib.read_model_json(config.init_from)[0] if config.init_from else None
-  spec = configs.spec_from_config(config, num_classes=source.num_classes,
-                                  in_channels=source.channels, base=init_spec)
-  spec.check_image_size(prep.image_size)
+  # -- spec, model, optimizer, state shardings and jitted steps -------------------------
+  run = build(config, mesh, source)
+  spec, steps, shardings, abstract_state = run.spec, run.steps, run.shardings, run.abstract_state
   _check_same_run(workdir, spec, config.dataset)
   run_lock = contextlib.ExitStack()  # one trainer per run directory (released on exit)
   if jax.process_index() == 0:
     run_lock.enter_context(files.lock(workdir, 'squeezejax train'))
-  cost = spec.cost(prep.image_size)
-  dtype = step_lib.DTYPES[config.dtype]
-  graphdef, _ = nnx.split(nnx.eval_shape(
-      lambda: model_lib.create(spec, dtype=dtype, formulation=config.layers)))
-  schedule = step_lib.make_schedule(config, steps)
+  say(f'devices: {mesh.size} x {jax.devices()[0].device_kind} over '
+      f'{jax.process_count()} process(es); batch {config.batch_size} global, '
+      f'{per_process} per process, {per_device} per device'
+      + (f', {config.batch_size // config.accum_steps} per micro-batch' if config.accum_steps > 1 else '')
+      + (f', gradients over {run.splits} sub-batches' if run.splits > 1 else '')
+      + (f'; {config.num_seeds} seeds per step, seed_axis={run.seed_axis}' if run.seed_axis else ''))
   # The logged rate: optax schedules are jnp code, so an eager call would send the
   # step implicitly; this sends and fetches it explicitly (at log steps only).
-  lr_at = jax.jit(schedule)
+  lr_at = jax.jit(run.schedule)
   learning_rate = lambda step: float(jax.device_get(
       lr_at(jax.device_put(np.int32(step), parallel.replicated(mesh)))))
-  tx = step_lib.make_optimizer(config, schedule, model_lib.abstract_params(spec), spec.head)
+  cost = run.cost
   say(f'model: {spec.family} {cost["params"]:,} parameters ({cost["size_mib"]:.2f} MiB), '
-      f'{cost["macs"] / 1e6:.1f} MMACs at {prep.image_size}px; {steps} steps '
-      f'({steps / steps_per_epoch:.2f} epochs)')
-
-  # -- state, created directly in its shardings ---------------------------------------
-  def init_one(key, tx=tx):
-    params, batch_stats = model_lib.split_weights(model_lib.create(spec, seed=key))
-    return params, batch_stats, tx.init(params)
-
-  def init_state(seed, tx=tx):  # the seed an argument: seeds of a point share one program
-    if config.num_seeds == 1:
-      params, batch_stats, opt_state = init_one(jax.random.key(seed), tx)
-    else:
-      params, batch_stats, opt_state = jax.vmap(lambda k: init_one(k, tx))(
-          jax.vmap(jax.random.key)(seed))
-    return {'params': params, 'batch_stats': batch_stats, 'opt_state': opt_state,
-            'step': jnp.int32(0), 'seed': seed}
-
-  def with_shardings(abstract):
-    shardings = parallel.state_shardings(mesh, abstract, config.fsdp)
-    shardings['step'] = shardings['seed'] = parallel.replicated(mesh)
-    return shardings, jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
-
-  seeds = step_lib.seeds(config)
-  shardings, abstract_state = with_shardings(jax.eval_shape(init_state, seeds))
+      f'{cost["macs"] / 1e6:.1f} MMACs at {source.preprocessing.image_size}px; {steps} steps '
+      f'({steps / (source.num_train // config.batch_size):.2f} epochs)')
 
   # -- resume from the newest checkpoint, or initialise --------------------------------
   checkpointer = checkpoint_lib.Checkpointer(
       os.path.join(workdir, checkpoint_lib.CHECKPOINTS), keep=config.keep_checkpoints)
   restored = checkpointer.restore_latest(
       {k: v for k, v in abstract_state.items() if k not in NOT_SAVED},
-      lambda: _other_optimizer_layouts(config, spec, schedule, init_state, with_shardings,
-                                       abstract_state))
+      lambda: _other_optimizer_layouts(config, run))
   if restored is not None:
     start_step, items, meta = restored
     state = {**items, 'step': jax.device_put(np.int32(start_step), shardings['step']),
-             'seed': jax.device_put(seeds, shardings['seed'])}
+             'seed': jax.device_put(run.seeds, shardings['seed'])}
     window = run_log.LogWindow(meta.get('window'))
     say(f'resumed from step {start_step} in {workdir}')
   else:
     start_step, window, state = 0, run_log.LogWindow(), None
+  prep = source.preprocessing
   checkpoint_lib.write_model_json(workdir, spec, {
       'preprocessing': {'kind': 'dataset', 'mean': list(prep.mean), 'std': list(prep.std),
                         'image_size': prep.image_size},
       'class_names': list(source.class_names), 'dataset': config.dataset})
-
   clock.lap('setup')
 
   # -- compiled steps --------------------------------------------------------------------
-  batch_sharding = parallel.batch_sharding(mesh)
-  train_fn = step_lib.make_train_step(graphdef, tx, config, prep, splits)
-  resident = data.on_device(config, source, mesh)  # the split on the devices, or None
-  if resident is not None:
-    train_fn = resident.wrap(train_fn)  # gathers the batch inside the step
+  if run.resident is not None:
     say('input: the training split on the devices, each batch gathered in the step')
-  train_step = parallel.jit(
-      train_fn, config.cpu_convolutions,
-      in_shardings=(shardings, batch_sharding if resident is None else None),
-      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
-  weights = lambda state: model_lib.merge_weights(state['params'], state['batch_stats'])
-  eval_step = parallel.jit(step_lib.make_eval_step(graphdef, prep, config.num_seeds, seed_axis),
-                           config.cpu_convolutions,
-                           in_shardings=(weights(shardings), batch_sharding),
-                           out_shardings=parallel.replicated(mesh))
-  run_eval = lambda state: step_lib.evaluate(eval_step, weights(state), source.eval_batches(),
-                                             mesh)
-  if resident is not None:
-    batches = resident(start_step)
-  else:
-    batches = (parallel.global_batch(mesh, b)
-               for b in data.prefetch(source.train_batches(start_step)))
+  batches = run.batches(source, start_step)
   first = next(batches)
   clock.lap('input')
-  # Compiled ahead of the loop, so that result.json's timing tells compiling from
-  # training; each jit's cache keeps its executable, so the calls below compile nothing.
-  # One after another: compiled in threads side by side they took longer in all, since
-  # XLA:CPU's compiler already keeps the cores busy (docs/performance.md).
-  with jax.set_mesh(mesh):
-    programs = [eval_step.lower(weights(abstract_state),
-                                parallel.global_batch(mesh, next(source.eval_batches())))]
-    if start_step < steps:  # a finished run only evaluates
-      programs.append(train_step.lower(abstract_state, first))
-  if state is None:
-    init = jax.jit(init_state, in_shardings=shardings['seed'], out_shardings=shardings,
-                   compiler_options=parallel.run_once_compiler_options())
-    programs.append(init.lower(abstract_state['seed']))
-  for lowered in programs:
-    lowered.compile()
+  run.compile(first, source, train=start_step < steps, init=state is None)
   clock.lap('compile')
   if state is None:
-    state = init(jax.device_put(seeds, shardings['seed']))
+    state = run.init(jax.device_put(run.seeds, shardings['seed']))
     if config.init_from:
-      state = _init_from(config.init_from, state, tx, shardings, mesh)
+      state = _init_from(config.init_from, state, run.tx, shardings, mesh)
     jax.block_until_ready(state)
   clock.lap('init')
   batches = itertools.chain([first], batches)
+  train_step = run.train_step
+  run_eval = lambda state: step_lib.evaluate(run.eval_step, run.weights(state),
+                                             source.eval_batches(), mesh)
 
   # -- loop -----------------------------------------------------------------------------
   writer = run_log.MetricWriter(workdir, start_step)
@@ -278,8 +210,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   result = {
       'config': config.to_dict(), 'spec': spec.to_dict(), **cost,
       'steps': steps, 'final_train_loss': last_metrics.get('loss'), **final,
-      'train_img_s': train_img_s, 'data_on_device': resident is not None,
-      'seed_axis': seed_axis, 'wall_s': wall_s,
+      'train_img_s': train_img_s, 'data_on_device': run.resident is not None,
+      'seed_axis': run.seed_axis, 'wall_s': wall_s,
       'timing': run_log.timing(clock, wall_s, (steps - start_step) * config.batch_size,
                                train_img_s),
       **environment()}
@@ -293,19 +225,130 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return result
 
 
-def _other_optimizer_layouts(config, spec, schedule, init_state, with_shardings,
-                             abstract_state):
+@dataclasses.dataclass
+class Programs:
+  """What a config compiles to on a mesh, before any workdir is touched: the network,
+  its optimizer, the state's shardings and the jitted init, train and eval steps.
+  The trainer runs them; a sweep's compile-ahead process (squeezejax.compile_ahead)
+  only compiles them, into the sweep's compilation cache."""
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  spec: Any
+  cost: dict[str, Any]
+  steps: int
+  splits: int  # sub-batches a step's gradients are computed over
+  seed_axis: str | None  # how one step runs several seeds ('vmap' | 'map')
+  schedule: Callable[[Any], Any]
+  tx: Any
+  seeds: np.ndarray
+  init_state: Callable[..., dict[str, Any]]  # (seed[, tx]) -> the state
+  with_shardings: Callable[[Any], tuple[Any, Any]]  # abstract -> (shardings, sharded abstract)
+  shardings: dict[str, Any]
+  abstract_state: dict[str, Any]
+  resident: Any  # data.DeviceBatches: the training split on the devices, or None
+  init: Any
+  train_step: Any
+  eval_step: Any
+
+  @staticmethod
+  def weights(state):
+    return model_lib.merge_weights(state['params'], state['batch_stats'])
+
+  def batches(self, source, start_step: int) -> Iterator[Any]:
+    """The train step's inputs from `start_step` on, as global arrays."""
+    if self.resident is not None:
+      return self.resident(start_step)
+    return (parallel.global_batch(self.mesh, b)
+            for b in data.prefetch(source.train_batches(start_step)))
+
+  def compile(self, first, source, train: bool = True, init: bool = True) -> None:
+    """Compiles the programs a run needs, ahead of its loop, so that result.json's
+    timing tells compiling from training; each jit's cache keeps its executable, so
+    the calls that follow compile nothing. One after another: compiled in threads
+    side by side they took longer in all, since XLA:CPU's compiler already keeps the
+    cores busy (docs/performance.md)."""
+    with jax.set_mesh(self.mesh):
+      programs = [self.eval_step.lower(
+          self.weights(self.abstract_state),
+          parallel.global_batch(self.mesh, next(source.eval_batches())))]
+      if train:  # a finished run only evaluates
+        programs.append(self.train_step.lower(self.abstract_state, first))
+    if init:  # called outside the mesh context, so lowered outside it
+      programs.append(self.init.lower(self.abstract_state['seed']))
+    for lowered in programs:
+      lowered.compile()
+
+
+def build(config: ml_collections.ConfigDict, mesh, source) -> Programs:
+  """The run's `Programs` from its config, mesh and input (nothing compiled yet)."""
+  prep = source.preprocessing
+  init_spec = checkpoint_lib.read_model_json(config.init_from)[0] if config.init_from else None
+  spec = configs.spec_from_config(config, num_classes=source.num_classes,
+                                  in_channels=source.channels, base=init_spec)
+  spec.check_image_size(prep.image_size)
+  steps = configs.total_steps(config, source.num_train)
+  splits = step_lib.batch_splits(config, mesh)
+  seed_axis = step_lib.resolve_seed_axis(config.seed_axis) if config.num_seeds > 1 else None
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(
+      spec, dtype=step_lib.DTYPES[config.dtype], formulation=config.layers)))
+  schedule = step_lib.make_schedule(config, steps)
+  tx = step_lib.make_optimizer(config, schedule, model_lib.abstract_params(spec), spec.head)
+
+  # The state, created directly in its shardings.
+  def init_one(key, tx=tx):
+    params, batch_stats = model_lib.split_weights(model_lib.create(spec, seed=key))
+    return params, batch_stats, tx.init(params)
+
+  def init_state(seed, tx=tx):  # the seed an argument: seeds of a point share one program
+    if config.num_seeds == 1:
+      params, batch_stats, opt_state = init_one(jax.random.key(seed), tx)
+    else:
+      params, batch_stats, opt_state = jax.vmap(lambda k: init_one(k, tx))(
+          jax.vmap(jax.random.key)(seed))
+    return {'params': params, 'batch_stats': batch_stats, 'opt_state': opt_state,
+            'step': jnp.int32(0), 'seed': seed}
+
+  def with_shardings(abstract):
+    shardings = parallel.state_shardings(mesh, abstract, config.fsdp)
+    shardings['step'] = shardings['seed'] = parallel.replicated(mesh)
+    return shardings, jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
+
+  seeds = step_lib.seeds(config)
+  shardings, abstract_state = with_shardings(jax.eval_shape(init_state, seeds))
+
+  batch_sharding = parallel.batch_sharding(mesh)
+  train_fn = step_lib.make_train_step(graphdef, tx, config, prep, splits)
+  resident = data.on_device(config, source, mesh)  # the split on the devices, or None
+  if resident is not None:
+    train_fn = resident.wrap(train_fn)  # gathers the batch inside the step
+  train_step = parallel.jit(
+      train_fn, config.cpu_convolutions,
+      in_shardings=(shardings, batch_sharding if resident is None else None),
+      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
+  eval_step = parallel.jit(step_lib.make_eval_step(graphdef, prep, config.num_seeds, seed_axis),
+                           config.cpu_convolutions,
+                           in_shardings=(Programs.weights(shardings), batch_sharding),
+                           out_shardings=parallel.replicated(mesh))
+  init = jax.jit(init_state, in_shardings=shardings['seed'], out_shardings=shardings,
+                 compiler_options=parallel.run_once_compiler_options())
+  return Programs(config, mesh, spec, spec.cost(prep.image_size), steps, splits, seed_axis,
+                  schedule, tx, seeds, init_state, with_shardings, shardings, abstract_state,
+                  resident, init, train_step, eval_step)
+
+
+def _other_optimizer_layouts(config, run: Programs):
   """[(abstract saved state, convert)] for the optimizer's layout under the other
   fsdp setting (flat or per parameter, step.flat_optimizer), so that a checkpoint
   written with it, or before the flat layout, resumes; none where it is the same."""
   flat = step_lib.flat_optimizer(config, fsdp=not config.fsdp)
   if flat == step_lib.flat_optimizer(config):
     return []
-  other_tx = step_lib.make_optimizer(config, schedule, model_lib.abstract_params(spec),
-                                     spec.head, flat=flat)
-  _, other = with_shardings(jax.eval_shape(lambda s: init_state(s, other_tx),
-                                           step_lib.seeds(config)))
-  ours = abstract_state['opt_state']
+  other_tx = step_lib.make_optimizer(config, run.schedule, model_lib.abstract_params(run.spec),
+                                     run.spec.head, flat=flat)
+  _, other = run.with_shardings(jax.eval_shape(lambda s: run.init_state(s, other_tx),
+                                               run.seeds))
+  ours = run.abstract_state['opt_state']
   per_seed = ours if config.num_seeds == 1 else jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), ours)
   convert = lambda opt_state, params: step_lib.other_layout(opt_state, params, per_seed)

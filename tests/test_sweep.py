@@ -173,6 +173,7 @@ def test_local_sweep_records_failures_and_goes_on(local_sweep, cache_dir):
     assert json.load(f)['top1'] == ok['top1']
   assert [r['name'] for r in lines(workdir)] == [r['name'] for r in records]
   assert os.listdir(cache_dir)  # compiled executables went to the persistent cache
+  assert os.path.exists(os.path.join(workdir, 'compile_ahead.log'))  # its helper ran
   for name in ('table.md', 'size_vs_accuracy.png'):  # one point, no declaration
     assert os.path.exists(os.path.join(workdir, name)), name
   assert results.read_sweep_info(workdir)['report'] is None
@@ -302,11 +303,23 @@ def test_preemption_in_process_stops_the_sweep(tmp_path, monkeypatch, capsys):
   assert [r['status'] for r in records] == ['ok', 'ok']
 
 
+def test_no_compile_ahead_starts_no_helper(tmp_path, monkeypatch):
+  monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
+  experiment = write_experiment(str(tmp_path), [{'spec.freq': 1}, {'spec.freq': 2}])
+  assert sweep.main([f'--config={experiment}:test', f'--workdir={tmp_path / "sweep"}',
+                     '--no_report', '--no_compile_ahead']) == 0
+  assert len(lines(tmp_path / 'sweep')) == 2
+  assert not os.path.exists(tmp_path / 'sweep' / 'compile_ahead.log')
+
+
 def test_cli(tmp_path):
   with pytest.raises(UserError, match='--executor'):
     sweep.main([f'--config={FIG3A}:test', f'--workdir={tmp_path}', '--executor=ssh'])
   with pytest.raises(UserError, match='unknown config key'):
     sweep.main([f'--config={FIG3A}:test', f'--workdir={tmp_path}', '--config.nope=1'])
+  with pytest.raises(UserError, match='--no_compile_ahead is a local executor option'):
+    sweep.main([f'--config={FIG3A}:test', f'--workdir={tmp_path}', '--executor=processes',
+                '--no_compile_ahead'])
 
 
 def test_cli_slurm_flags(tmp_path, monkeypatch):
