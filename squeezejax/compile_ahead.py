@@ -10,7 +10,7 @@ loads them from the cache.
 
 Before a point starts, the sweep waits for the helper to finish it while the helper
 makes progress (with the trainer idle it has the cores), and no longer: a helper
-that is starved or stuck costs a second, and the trainer compiles for itself. The
+that is starved or stuck costs half a second, and the trainer compiles for itself. The
 helper runs in a session of its own (a Ctrl-C reaches the sweep only); the sweep
 ends it by closing its input, or kills it when the sweep stops early.
 """
@@ -97,7 +97,10 @@ class CompileAhead:
     early kills it."""
     if self._proc is None:
       return
-    self._proc.stdin.close()
+    try:
+      self._proc.stdin.close()
+    except OSError:  # it has exited, with a request unread
+      pass
     try:
       self._proc.wait(timeout=IDLE_EXIT_S if finished else 0)
     except subprocess.TimeoutExpired:
@@ -120,7 +123,7 @@ def _on_cpu() -> bool:
   from squeezejax import parallel  # late: importing it imports JAX
   parallel.configure_host()  # as each job does, before JAX starts
   import jax
-  return jax.default_backend() == 'cpu' and jax.process_count() == 1
+  return jax.default_backend() == 'cpu'
 
 
 def _cpu_seconds(pid: int) -> float | None:

@@ -2,7 +2,7 @@ r"""Design-space sweeps: expand a grid, run each point in its own workdir, colle
 
   squeezejax sweep --config=experiments/fig3a_squeeze_ratio.py:quick --workdir=runs/fig3a \
       [--seeds=3 [--vmap_seeds[=on]]] [--executor=local|processes|slurm] [--parallel=2] \
-      [--status] [--config.X=...]
+      [--no_compile_ahead] [--status] [--config.X=...]
 
 A sweep is an experiment file's `get_config(arg)`, `get_sweep(arg)` (a list of
 override dicts with dotted keys, one per point) and optionally `get_report(arg)`
@@ -22,7 +22,8 @@ Each point's resolved config is kept in RUN_DIR/point.json. When the experiment 
 changed; `--rerun_changed` moves their old runs to WORKDIR/replaced/ and reruns them,
 so a sweep never mixes points of two configs.
 
-Executors: `local` (sequential, in this process), `processes` (submitit's
+Executors: `local` (sequential, in this process, with the next point's programs
+compiled meanwhile by a helper process: squeezejax.compile_ahead), `processes` (submitit's
 LocalExecutor: `--parallel` subprocess jobs, each on its own GPUs or CPU cores),
 `slurm` (a SLURM job array, squeezejax.slurm). All jobs share a persistent XLA
 compilation cache (WORKDIR/xla_cache), so points with the same shapes (seeds)
@@ -357,6 +358,8 @@ def run_sweep(config_arg: str, workdir: str, *, seeds: int = 1,
       if writer:  # what each point runs with, for the next rerun to compare
         for p, job in jobs:
           results.write_point(job.run_dir, p.overrides, point_config(base, p).to_dict())
+      if base.num_processes > 1:  # jax.distributed starts in the trainer, before JAX runs
+        options['compile_ahead'] = False
       with errors.on_sigterm(preempt):
         EXECUTORS[executor](jobs, done, Options(workdir, log=log, **options))
     finished = [records[n] for p in points for n in record_names(p) if n in records]

@@ -77,7 +77,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       f'{per_process} per process, {per_device} per device'
       + (f', {config.batch_size // config.accum_steps} per micro-batch' if config.accum_steps > 1 else '')
       + (f', gradients over {run.splits} sub-batches' if run.splits > 1 else '')
-      + (f'; {config.num_seeds} seeds per step, seed_axis={run.seed_axis}' if run.seed_axis else ''))
+      + (f'; {config.num_seeds} seeds per step, seed_axis={run.seed_axis}'
+         if run.seed_axis else ''))
   # The logged rate: optax schedules are jnp code, so an eager call would send the
   # step implicitly; this sends and fetches it explicitly (at log steps only).
   lr_at = jax.jit(run.schedule)
