@@ -6,7 +6,9 @@ sweep at the lowest CPU priority (SCHED_IDLE: it runs on cycles the trainer leav
 idle, and gives way to the trainer at once), builds each point's programs as the
 trainer does (`train.build`, `Programs.compile`) and compiles them into the sweep's
 persistent compilation cache while the point before it trains; the trainer then
-loads them from the cache.
+loads them from the cache. For TFDS's in-memory datasets the helper builds on a
+placeholder of each split (data.arrays.placeholder: the same shapes, classes and
+statistics, zeros for pixels), so it neither imports TensorFlow nor reads the data.
 
 Before a point starts, the sweep waits for the helper to finish it while the helper
 makes progress (with the trainer idle it has the cores), and no longer: a helper
@@ -155,7 +157,7 @@ def compile_point(config) -> None:
   if config.num_processes > 1:
     raise ValueError('a multi-process point compiles in its own processes')
   mesh = parallel.make_mesh(config.num_devices)
-  source = data.make_input(config)
+  source = data.make_input(config, placeholder=True)  # Fashion-MNIST, CIFAR-10: no reading
   run = train.build(config, mesh, source)
   run.compile(next(run.batches(source, 0)), source)
 

@@ -232,7 +232,6 @@ class Programs:
   its optimizer, the state's shardings and the jitted init, train and eval steps.
   The trainer runs them; a sweep's compile-ahead process (squeezejax.compile_ahead)
   only compiles them, into the sweep's compilation cache."""
-  config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
   spec: Any
   cost: dict[str, Any]
@@ -262,21 +261,26 @@ class Programs:
     return (parallel.global_batch(self.mesh, b)
             for b in data.prefetch(source.train_batches(start_step)))
 
-  def compile(self, first, source, train: bool = True, init: bool = True) -> None:
-    """Compiles the programs a run needs, ahead of its loop, so that result.json's
-    timing tells compiling from training; each jit's cache keeps its executable, so
-    the calls that follow compile nothing. One after another: compiled in threads
-    side by side they took longer in all, since XLA:CPU's compiler already keeps the
-    cores busy (docs/performance.md)."""
+  def lower(self, first, source, train: bool = True, init: bool = True) -> list[Any]:
+    """The programs a run needs (eval; train unless finished; init unless resumed),
+    lowered for the first train batch `first` and the source's eval batches."""
     with jax.set_mesh(self.mesh):
       programs = [self.eval_step.lower(
           self.weights(self.abstract_state),
           parallel.global_batch(self.mesh, next(source.eval_batches())))]
-      if train:  # a finished run only evaluates
+      if train:
         programs.append(self.train_step.lower(self.abstract_state, first))
     if init:  # called outside the mesh context, so lowered outside it
       programs.append(self.init.lower(self.abstract_state['seed']))
-    for lowered in programs:
+    return programs
+
+  def compile(self, first, source, train: bool = True, init: bool = True) -> None:
+    """Compiles them ahead of the loop, so that result.json's timing tells compiling
+    from training; each jit's cache keeps its executable, so the calls that follow
+    compile nothing. One after another: compiled in threads side by side they took
+    longer in all, since XLA:CPU's compiler already keeps the cores busy
+    (docs/performance.md)."""
+    for lowered in self.lower(first, source, train, init):
       lowered.compile()
 
 
@@ -333,7 +337,7 @@ def build(config: ml_collections.ConfigDict, mesh, source) -> Programs:
                            out_shardings=parallel.replicated(mesh))
   init = jax.jit(init_state, in_shardings=shardings['seed'], out_shardings=shardings,
                  compiler_options=parallel.run_once_compiler_options())
-  return Programs(config, mesh, spec, spec.cost(prep.image_size), steps, splits, seed_axis,
+  return Programs(mesh, spec, spec.cost(prep.image_size), steps, splits, seed_axis,
                   schedule, tx, seeds, init_state, with_shardings, shardings, abstract_state,
                   resident, init, train_step, eval_step)
 

@@ -15,8 +15,11 @@ import pytest
 from PIL import Image
 
 from squeezejax import data
+from squeezejax.data import arrays
 from squeezejax.data import fashion_mnist_local as fml
 from squeezejax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _one_line_error(fn, *words):
@@ -84,6 +87,36 @@ def test_fashion_mnist_is_read_once_per_process_and_held_read_only(fashion_mnist
   assert not train.images.flags.writeable and not train.labels.flags.writeable
   with pytest.raises(AssertionError, match='read from TFDS again'):  # another key: read
     data.load_arrays('fashion_mnist', 'train', data_dir=data_dir, image_size=32)
+
+
+def test_a_placeholder_split_is_the_real_one_in_all_but_its_pixels(fashion_mnist):
+  # What a sweep's compile-ahead helper builds a point's programs on, without reading.
+  _, *real = fashion_mnist
+  for split, ds in zip(('train', 'test'), real):
+    fake = arrays.placeholder('fashion_mnist', split)
+    for name in ('images', 'labels'):
+      a, b = getattr(fake, name), getattr(ds, name)
+      assert (a.shape, a.dtype) == (b.shape, b.dtype), (split, name)
+    assert (fake.num_classes, fake.class_names, fake.mean, fake.std) == (
+        ds.num_classes, ds.class_names, ds.mean, ds.std)
+  assert arrays.placeholder('fashion_mnist', 'test', 32).images.shape == (10_000, 32, 32, 1)
+  assert arrays.placeholder('synthetic', 'train') is None  # generated: it reads nothing
+  assert arrays.placeholder('cifar10', 'train').images.shape == (50_000, 32, 32, 3)
+
+
+def test_programs_built_on_a_placeholder_are_the_real_ones(fashion_mnist):
+  # So the programs the helper compiles ahead have the keys the trainer looks up.
+  from squeezejax import configs, parallel, train
+  experiment = os.path.join(ROOT, 'experiments', 'fig3a_squeeze_ratio.py')
+  config = configs.load(f'{experiment}:test', {'dataset': 'fashion_mnist', 'num_devices': 2,
+                                               'data_dir': fashion_mnist[0]})
+  mesh = parallel.make_mesh(2)
+  texts = []
+  for placeholder in (False, True):
+    source = data.make_input(config, placeholder=placeholder)
+    run = train.build(config, mesh, source)
+    texts.append([p.as_text() for p in run.lower(next(run.batches(source, 0)), source)])
+  assert len(texts[1]) == 3 and texts[0] == texts[1]
 
 
 def test_fashion_mnist_missing_files_say_how_to_install(tmp_path, monkeypatch):

@@ -42,6 +42,28 @@ def load_arrays(name: str, split: str, *, data_dir: str | None = None,
   return ds
 
 
+# Fixed class lists: TFDS's cifar10 reads its names from the downloaded files.
+CLASS_NAMES = {'cifar10': core.CIFAR10_CLASSES, 'fashion_mnist': core.FASHION_MNIST_CLASSES}
+
+
+@functools.lru_cache(maxsize=4)  # a sweep's points share one (never written)
+def placeholder(name: str, split: str, image_size: int | None = None) -> ArrayDataset | None:
+  """A split of a TFDS in-memory dataset as zeros of its exact shapes, with its real
+  classes and statistics, from what is known before reading it (core.Facts); None
+  where that is not enough (synthetic, folders). A program built on it is the one
+  built on the real split: what compiles a run ahead (squeezejax.compile_ahead) needs
+  no data."""
+  base, tfds_config = core.parse_name(name)
+  f = core.facts(name)
+  if tfds_config or not f.split_sizes or not f.in_memory:
+    return None
+  n = f.split_sizes[f.splits.index(core.check_split(name, split))]
+  size = core.resolve_image_size(name, image_size)
+  names = CLASS_NAMES[base]
+  return ArrayDataset(np.zeros((n, size, size, f.channels), np.uint8), np.zeros(n, np.int32),
+                      len(names), names, f.mean, f.std)
+
+
 def _load_tfds_arrays(base: str, split: str, data_dir: str | None, size: int) -> ArrayDataset:
   if base == 'fashion_mnist':
     ds = load_fashion_mnist(split, data_dir=data_dir)
@@ -191,8 +213,7 @@ def _tfds_to_arrays(builder, split: str, name: str) -> ArrayDataset:
   if not labels:
     raise UserError(f'split {split!r} of {name!r} is empty')
   f = core.facts(name)
-  # Fixed class lists: TFDS's cifar10 reads its names from the downloaded files.
-  names = {'cifar10': core.CIFAR10_CLASSES, 'fashion_mnist': core.FASHION_MNIST_CLASSES}[name]
+  names = CLASS_NAMES[name]
   return ArrayDataset(np.concatenate(images).astype(np.uint8),
                       np.concatenate(labels).astype(np.int32), len(names), names, f.mean,
                       f.std)

@@ -64,15 +64,17 @@ class Facts:
   # pre-sized datasets; 0.875 = the usual 224/256 for natural photographs).
   eval_crop: float = 1.0
   tfds_name: str = ''
+  split_sizes: tuple[int, ...] = ()  # of `splits`, where fixed (TFDS's own datasets)
 
 
 # CIFAR-10 and Fashion-MNIST statistics are the usual published values (the test
 # suite recomputes Fashion-MNIST's from the train split).
 _FACTS = {
     'fashion_mnist': Facts(('train', 'test'), 28, 1, True, (0.2860,), (0.3530,),
-                           tfds_name='fashion_mnist'),
+                           tfds_name='fashion_mnist', split_sizes=(60_000, 10_000)),
     'cifar10': Facts(('train', 'test'), 32, 3, True, (0.4914, 0.4822, 0.4465),
-                     (0.2470, 0.2435, 0.2616), tfds_name='cifar10'),
+                     (0.2470, 0.2435, 0.2616), tfds_name='cifar10',
+                     split_sizes=(50_000, 10_000)),
     'imagenette': Facts(('train', 'validation'), 224, 3, False, IMAGENET_MEAN, IMAGENET_STD,
                         eval_crop=0.875, tfds_name='imagenette'),
     'imagenet2012': Facts(('train', 'validation'), 224, 3, False, IMAGENET_MEAN,

@@ -184,15 +184,19 @@ def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
     yield item
 
 
-def make_input(config) -> Input:
-  """The run's `Input` from the config's dataset, splits, image size and batch sizes."""
+def make_input(config, placeholder: bool = False) -> Input:
+  """The run's `Input` from the config's dataset, splits, image size and batch sizes.
+  placeholder: TFDS's in-memory datasets as zeros of their exact shapes
+  (arrays.placeholder), for compiling a run without reading its data."""
   data_dir = config.data_dir or None
   if core.is_in_memory(config.dataset):
     size = config.image_size or None
-    train = arrays.load_arrays(config.dataset, config.train_split, data_dir=data_dir,
-                               image_size=size)
-    test = arrays.load_arrays(config.dataset, config.eval_split, data_dir=data_dir,
-                              image_size=size)
+
+    def load(split):
+      fake = arrays.placeholder(config.dataset, split, size) if placeholder else None
+      return fake if fake is not None else arrays.load_arrays(
+          config.dataset, split, data_dir=data_dir, image_size=size)
+    train, test = load(config.train_split), load(config.eval_split)
     prep = Preprocessing(config.image_size or train.images.shape[1], train.mean, train.std,
                          config.augment)
     return Input(len(train.labels), train.num_classes, train.class_names,
