@@ -60,8 +60,10 @@ def placeholder(name: str, split: str, image_size: int | None = None) -> ArrayDa
   n = f.split_sizes[f.splits.index(core.check_split(name, split))]
   size = core.resolve_image_size(name, image_size)
   names = CLASS_NAMES[base]
-  return ArrayDataset(np.zeros((n, size, size, f.channels), np.uint8), np.zeros(n, np.int32),
-                      len(names), names, f.mean, f.std)
+  images, labels = np.zeros((n, size, size, f.channels), np.uint8), np.zeros(n, np.int32)
+  images.setflags(write=False)  # shared by the cache
+  labels.setflags(write=False)
+  return ArrayDataset(images, labels, len(names), names, f.mean, f.std)
 
 
 def _load_tfds_arrays(base: str, split: str, data_dir: str | None, size: int) -> ArrayDataset:
