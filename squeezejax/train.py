@@ -68,6 +68,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # -- spec, model, optimizer, state shardings and jitted steps -------------------------
   run = build(config, mesh, source)
   spec, steps, shardings, abstract_state = run.spec, run.steps, run.shardings, run.abstract_state
+  prep = source.preprocessing
   _check_same_run(workdir, spec, config.dataset)
   run_lock = contextlib.ExitStack()  # one trainer per run directory (released on exit)
   if jax.process_index() == 0:
@@ -84,9 +85,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   lr_at = jax.jit(run.schedule)
   learning_rate = lambda step: float(jax.device_get(
       lr_at(jax.device_put(np.int32(step), parallel.replicated(mesh)))))
-  cost = run.cost
+  cost = spec.cost(prep.image_size)
   say(f'model: {spec.family} {cost["params"]:,} parameters ({cost["size_mib"]:.2f} MiB), '
-      f'{cost["macs"] / 1e6:.1f} MMACs at {source.preprocessing.image_size}px; {steps} steps '
+      f'{cost["macs"] / 1e6:.1f} MMACs at {prep.image_size}px; {steps} steps '
       f'({steps / (source.num_train // config.batch_size):.2f} epochs)')
 
   # -- resume from the newest checkpoint, or initialise --------------------------------
@@ -103,7 +104,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     say(f'resumed from step {start_step} in {workdir}')
   else:
     start_step, window, state = 0, run_log.LogWindow(), None
-  prep = source.preprocessing
   checkpoint_lib.write_model_json(workdir, spec, {
       'preprocessing': {'kind': 'dataset', 'mean': list(prep.mean), 'std': list(prep.std),
                         'image_size': prep.image_size},
@@ -234,7 +234,6 @@ class Programs:
   only compiles them, into the sweep's compilation cache."""
   mesh: jax.sharding.Mesh
   spec: Any
-  cost: dict[str, Any]
   steps: int
   splits: int  # sub-batches a step's gradients are computed over
   seed_axis: str | None  # how one step runs several seeds ('vmap' | 'map')
@@ -337,7 +336,7 @@ def build(config: ml_collections.ConfigDict, mesh, source) -> Programs:
                            out_shardings=parallel.replicated(mesh))
   init = jax.jit(init_state, in_shardings=shardings['seed'], out_shardings=shardings,
                  compiler_options=parallel.run_once_compiler_options())
-  return Programs(mesh, spec, spec.cost(prep.image_size), steps, splits, seed_axis,
+  return Programs(mesh, spec, steps, splits, seed_axis,
                   schedule, tx, seeds, init_state, with_shardings, shardings, abstract_state,
                   resident, init, train_step, eval_step)
 
