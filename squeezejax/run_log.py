@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from typing import Any
 
@@ -36,8 +37,7 @@ class MetricWriter:
       with open(self.path) as f:
         kept = [line for line in f if line.strip() and json.loads(line)['step'] <= start_step]
       files.write_atomic(self.path, ''.join(kept))
-    from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top
-    self.tensorboard = tensorboard.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    self.tensorboard = EventFile(os.path.join(workdir, 'tensorboard'))
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     if not self.enabled:
@@ -52,6 +52,35 @@ class MetricWriter:
   def close(self):
     if self.tensorboard is not None:
       self.tensorboard.close()
+
+
+class EventFile:
+  """A TensorBoard event file of scalars, written with TensorBoard's own record
+  writer and protos: TensorFlow's summary writer (flax's) would import TensorFlow
+  into every run, which costs seconds of each sweep point."""
+
+  def __init__(self, directory: str):
+    # pylint: disable=g-import-not-at-top
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+    self._event, self._summary = event_pb2.Event, summary_pb2.Summary
+    os.makedirs(directory, exist_ok=True)
+    name = f'events.out.tfevents.{time.time():.0f}.{socket.gethostname()}.{os.getpid()}'
+    self._records = RecordWriter(open(os.path.join(directory, name), 'ab'))
+    self._write(file_version='brain.Event:2')
+
+  def _write(self, **fields) -> None:
+    self._records.write(self._event(wall_time=time.time(), **fields).SerializeToString())
+
+  def scalar(self, tag: str, value: float, step: int) -> None:
+    value = self._summary.Value(tag=tag, simple_value=float(value))
+    self._write(step=int(step), summary=self._summary(value=[value]))
+
+  def flush(self) -> None:
+    self._records.flush()
+
+  def close(self) -> None:
+    self._records.close()
 
 
 class Stopwatch:

@@ -66,8 +66,14 @@ def test_result_json(runs):
   assert saved['steps'] == 8 and saved['device_count'] == jax.device_count()
   assert 0 <= saved['top1'] <= saved['top5'] <= 1
   assert saved['params'] == sum(x.size for x in jax.tree.leaves(final_params(workdir)))
-  assert os.listdir(os.path.join(workdir, 'tensorboard'))
   assert len(losses(workdir)) == 4  # log_every=2
+  # TensorBoard's own reader finds the logged losses in the event file.
+  from tensorboard.backend.event_processing import event_accumulator
+  events = event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
+  events.Reload()
+  logged = events.Scalars('loss')
+  assert [e.step for e in logged] == [2, 4, 6, 8]
+  assert [e.value for e in logged] == pytest.approx(losses(workdir), rel=1e-6)
   timing = saved['timing']  # where the wall time went: phases, and beyond the steps
   phases = [v for k, v in timing.items() if k not in ('steady_train_s', 'overhead_s')]
   assert {'setup_s', 'input_s', 'compile_s', 'init_s', 'train_s', 'eval_s'} <= timing.keys()
