@@ -24,6 +24,13 @@ def write_atomic(path: str, data: str | bytes) -> None:
   os.replace(tmp, path)
 
 
+def cache_dir(kind: str) -> str:
+  """Where squeezejax keeps what it can rebuild (decoded datasets, built kernels):
+  $XDG_CACHE_HOME/squeezejax/KIND, or ~/.cache/squeezejax/KIND."""
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.join(base, 'squeezejax', kind)
+
+
 def write_json(path: str, obj: Any) -> None:
   write_atomic(path, json.dumps(obj, indent=1) + '\n')
 

@@ -40,6 +40,7 @@ import jaxlib
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from squeezejax import files
 from squeezejax.errors import UserError
 
 SOURCE = 'csrc/onednn_conv.cc'
@@ -179,8 +180,7 @@ def _prefix_dirs() -> tuple[Path, Path]:
 
 
 def _cache_dir() -> Path:
-  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-  return Path(base) / 'squeezejax' / 'onednn'
+  return Path(files.cache_dir('onednn'))
 
 
 @functools.cache

@@ -79,14 +79,51 @@ def test_fashion_mnist_is_read_once_per_process_and_held_read_only(fashion_mnist
   data_dir, train, _ = fashion_mnist
 
   def read_again(*args, **kwargs):
-    raise AssertionError('a held split was read from TFDS again')
+    raise AssertionError('a split was read from TFDS again')
 
-  monkeypatch.setattr('squeezejax.data.arrays.load_fashion_mnist', read_again)
+  monkeypatch.setattr('squeezejax.data.arrays._read_tfds', read_again)
   again = data.load_arrays('fashion_mnist', 'train', data_dir=data_dir)
   assert again is train  # a sweep's points share one copy
   assert not train.images.flags.writeable and not train.labels.flags.writeable
-  with pytest.raises(AssertionError, match='read from TFDS again'):  # another key: read
-    data.load_arrays('fashion_mnist', 'train', data_dir=data_dir, image_size=32)
+  # Another key (a resize) is held apart, and built from the decoded split on disk.
+  small = data.load_arrays('fashion_mnist', 'train', data_dir=data_dir, image_size=32)
+  assert small is not train and small.images.shape == (60_000, 32, 32, 1)
+
+
+def test_a_decoded_split_is_loaded_without_tensorflow(fashion_mnist, tmp_path):
+  # What the first read keeps: a later process (a sweep's, a test's) loads the same
+  # arrays without importing TensorFlow or reading TFDS.
+  data_dir, train, test = fashion_mnist
+  out = tmp_path / 'arrays.npz'
+  code = ('import sys, numpy as np\n'
+          'from squeezejax import data\n'
+          f'tr = data.load_arrays("fashion_mnist", "train", data_dir={data_dir!r})\n'
+          f'te = data.load_arrays("fashion_mnist", "test", data_dir={data_dir!r})\n'
+          'assert "tensorflow" not in sys.modules, "TensorFlow was imported"\n'
+          f'np.savez({str(out)!r}, a=tr.images, b=tr.labels, c=te.images, d=te.labels)\n')
+  subprocess.run([sys.executable, '-c', code], check=True, timeout=120)
+  with np.load(out) as kept:
+    for name, array in zip('abcd', (train.images, train.labels, test.images, test.labels)):
+      np.testing.assert_array_equal(kept[name], array)
+      assert kept[name].dtype == array.dtype
+
+
+def test_a_damaged_or_stale_decoded_split_is_read_again(fashion_mnist, tmp_path, monkeypatch):
+  data_dir, _, test = fashion_mnist
+  path = arrays._decoded_path('fashion_mnist', 'test', data_dir)
+  assert os.path.exists(path)
+  with open(path, 'r+b') as f:  # truncated, as by a full disk
+    f.truncate(1000)
+  images, labels = arrays._decoded('fashion_mnist', 'test', data_dir)
+  np.testing.assert_array_equal(images, test.images)
+  np.testing.assert_array_equal(labels, test.labels)
+  with np.load(path) as kept:  # and written whole again
+    np.testing.assert_array_equal(kept['labels'], test.labels)
+  # IDX files read from another folder are another key.
+  for name in data.core.FASHION_MNIST_FILES['test'][:2]:
+    os.symlink(os.path.join(fml.source_dir(), name), tmp_path / name)
+  monkeypatch.setenv(fml.SOURCE_DIR_ENV, str(tmp_path))
+  assert arrays._decoded_path('fashion_mnist', 'test', data_dir) != path
 
 
 def test_a_placeholder_split_is_the_real_one_in_all_but_its_pixels(fashion_mnist):

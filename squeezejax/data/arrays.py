@@ -2,17 +2,24 @@
 
 `load_arrays` returns an `ArrayDataset` (uint8 images, int32 labels, class names,
 per-channel mean/std) that the trainer puts on device once and augments there.
-TFDS and TensorFlow are imported only when a TFDS dataset or a folder is read.
+TensorFlow is imported only to read a TFDS split the first time (its decoded arrays
+are then kept in squeezejax's cache), to resize, or to read a folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import glob
+import hashlib
+import io
+import json
 import os
+import zipfile
 
 import numpy as np
 
+from squeezejax import files
 from squeezejax.data import core
 from squeezejax.data.core import ArrayDataset
 from squeezejax.errors import UserError
@@ -67,10 +74,9 @@ def placeholder(name: str, split: str, image_size: int | None = None) -> ArrayDa
 
 
 def _load_tfds_arrays(base: str, split: str, data_dir: str | None, size: int) -> ArrayDataset:
-  if base == 'fashion_mnist':
-    ds = load_fashion_mnist(split, data_dir=data_dir)
-  else:
-    ds = load_tfds(base, split, data_dir=data_dir)
+  images, labels = _decoded(base, split, data_dir)
+  f, names = core.facts(base), CLASS_NAMES[base]
+  ds = ArrayDataset(images, labels, len(names), names, f.mean, f.std)
   if ds.images.shape[1:3] != (size, size):
     ds = _replace(ds, images=resize_uint8(ds.images, size))
   return ds
@@ -179,14 +185,18 @@ def prepare_fashion_mnist(data_dir: str | None = None):
                     f'or set ${fml.SOURCE_DIR_ENV}) and {e}') from None
 
 
-def load_fashion_mnist(split: str, *, data_dir: str | None = None) -> ArrayDataset:
-  builder = prepare_fashion_mnist(data_dir)
-  return _tfds_to_arrays(builder, split, 'fashion_mnist')
-
-
-def load_tfds(base: str, split: str, *, data_dir: str | None = None) -> ArrayDataset:
-  builder = _prepared_tfds_builder(core.facts(base).tfds_name, data_dir)
-  return _tfds_to_arrays(builder, split, base)
+def _read_tfds(base: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+  """A split's images and labels, read from its prepared TFDS builder with tf.data."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = (prepare_fashion_mnist(data_dir) if base == 'fashion_mnist'
+             else _prepared_tfds_builder(core.facts(base).tfds_name, data_dir))
+  images, labels = [], []
+  for batch in tfds.as_numpy(builder.as_dataset(split=split).batch(10_000)):
+    images.append(batch['image'])
+    labels.append(batch['label'])
+  if not labels:
+    raise UserError(f'split {split!r} of {base!r} is empty')
+  return np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int32)
 
 
 def _prepared_tfds_builder(tfds_name: str, data_dir: str | None):
@@ -206,19 +216,59 @@ def _prepared_tfds_builder(tfds_name: str, data_dir: str | None):
   return builder
 
 
-def _tfds_to_arrays(builder, split: str, name: str) -> ArrayDataset:
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  images, labels = [], []
-  for batch in tfds.as_numpy(builder.as_dataset(split=split).batch(10_000)):
-    images.append(batch['image'])
-    labels.append(batch['label'])
-  if not labels:
-    raise UserError(f'split {split!r} of {name!r} is empty')
-  f = core.facts(name)
-  names = CLASS_NAMES[name]
-  return ArrayDataset(np.concatenate(images).astype(np.uint8),
-                      np.concatenate(labels).astype(np.int32), len(names), names, f.mean,
-                      f.std)
+# -- decoded splits, kept on disk --------------------------------------------------
+# Reading a split back from TFDS means importing TensorFlow and decoding every PNG:
+# seconds, in every process. The decoded arrays are kept in squeezejax's cache
+# instead, under a name that covers what decides their content; a later process
+# loads them without TensorFlow.
+
+DECODED_FORMAT = 1  # raise when what is kept, or how it is read, changes
+DECODED_KEPT = 3  # newest files kept per dataset and split (each data_dir is a new key)
+
+
+def _decoded_path(base: str, split: str, data_dir: str | None) -> str:
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  tfds_dir = data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets'
+  key = {'format': DECODED_FORMAT, 'dataset': base, 'split': split,
+         'data_dir': os.path.abspath(os.path.expanduser(tfds_dir)),
+         'tfds': metadata.version('tensorflow-datasets')}
+  if base == 'fashion_mnist':  # read from its IDX files: any change to them is a new key
+    directory = core.fashion_mnist_dir()
+    key['sources'] = [_file_stamp(os.path.join(directory, name))
+                      for name in core.FASHION_MNIST_FILES[split][:2]]
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+  return os.path.join(files.cache_dir('datasets'), f'{base}-{split}-{digest}.npz')
+
+
+def _file_stamp(path: str) -> list:
+  try:
+    st = os.stat(path)
+  except OSError:
+    return [path, None]
+  return [path, st.st_size, st.st_mtime_ns]
+
+
+def _decoded(base: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+  """The split's (images, labels): from the cache, or read from TFDS and then kept
+  there (atomically; where the cache cannot be written, the next process reads again)."""
+  path = _decoded_path(base, split, data_dir)
+  try:
+    with np.load(path) as kept:
+      return kept['images'], kept['labels']
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+    pass  # absent, or unreadable (then replaced below)
+  images, labels = _read_tfds(base, split, data_dir)
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, images=images, labels=labels)
+    files.write_atomic(path, buffer.getvalue())
+    others = glob.glob(os.path.join(os.path.dirname(path), f'{base}-{split}-*.npz'))
+    for old in sorted(others, key=os.path.getmtime, reverse=True)[DECODED_KEPT:]:
+      os.remove(old)
+  except OSError:
+    pass  # not writable, or another process pruned first
+  return images, labels
 
 
 # -- image folders ----------------------------------------------------------------

@@ -28,6 +28,13 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 
 FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
                          'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
+# Fashion-MNIST's four IDX files, as Debian's dataset-fashion-mnist package installs them.
+FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
+FASHION_MNIST_DIR_ENV = 'SQUEEZEJAX_FASHION_MNIST_DIR'  # another folder holding them
+FASHION_MNIST_FILES = {  # split -> (images, labels, count)
+    'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 60_000),
+    'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz', 10_000),
+}
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
                    'ship', 'truck')
 
@@ -84,6 +91,10 @@ _FACTS = {
     'folder': Facts(('train', 'test'), FOLDER_IMAGE_SIZE, 3, True, IMAGENET_MEAN,
                     IMAGENET_STD),
 }
+
+
+def fashion_mnist_dir() -> str:
+  return os.environ.get(FASHION_MNIST_DIR_ENV) or FASHION_MNIST_DIR
 
 
 def parse_name(name: Any) -> tuple[str, str]:

@@ -22,22 +22,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from squeezejax.data.core import FASHION_MNIST_CLASSES
+from squeezejax.data.core import FASHION_MNIST_CLASSES as CLASS_NAMES
+from squeezejax.data.core import FASHION_MNIST_DIR_ENV as SOURCE_DIR_ENV
+from squeezejax.data.core import FASHION_MNIST_FILES as _FILES
+from squeezejax.data.core import fashion_mnist_dir as source_dir
 from squeezejax.errors import UserError
 
-DEFAULT_SOURCE_DIR = '/usr/share/datasets/fashion-mnist'
-SOURCE_DIR_ENV = 'SQUEEZEJAX_FASHION_MNIST_DIR'
 APT_HINT = 'apt-get install dataset-fashion-mnist'
-CLASS_NAMES = FASHION_MNIST_CLASSES
-_FILES = {  # split -> (images, labels, count)
-    'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 60_000),
-    'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz', 10_000),
-}
 _IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
-
-
-def source_dir() -> str:
-  return os.environ.get(SOURCE_DIR_ENV) or DEFAULT_SOURCE_DIR
 
 
 def missing_files(directory: str) -> list[str]:
