@@ -37,16 +37,12 @@ def load_arrays(name: str, split: str, *, data_dir: str | None = None,
                     'train_stream/eval_stream')
   size = core.resolve_image_size(name, image_size)
   if base == 'synthetic':
-    ds = synthetic(core.check_split(name, split))
-  elif base == 'folder':
+    return _resized(synthetic(core.check_split(name, split)), size)
+  if base == 'folder':
     return load_folder(arg, split, image_size=size)
-  else:  # TFDS datasets: read once per process (core.held)
-    core.check_split(name, split)
-    return core.held((name, split, data_dir, size),
-                     lambda: _load_tfds_arrays(base, split, data_dir, size))
-  if ds.images.shape[1:3] != (size, size):
-    ds = _replace(ds, images=resize_uint8(ds.images, size))
-  return ds
+  core.check_split(name, split)  # TFDS datasets: read once per process (core.held)
+  return core.held((name, split, data_dir, size),
+                   lambda: _resized(_tfds_split(base, *_decoded(base, split, data_dir)), size))
 
 
 # Fixed class lists: TFDS's cifar10 reads its names from the downloaded files.
@@ -66,24 +62,22 @@ def placeholder(name: str, split: str, image_size: int | None = None) -> ArrayDa
     return None
   n = f.split_sizes[f.splits.index(core.check_split(name, split))]
   size = core.resolve_image_size(name, image_size)
-  names = CLASS_NAMES[base]
   images, labels = np.zeros((n, size, size, f.channels), np.uint8), np.zeros(n, np.int32)
   images.setflags(write=False)  # shared by the cache
   labels.setflags(write=False)
+  return _tfds_split(base, images, labels)
+
+
+def _tfds_split(base: str, images: np.ndarray, labels: np.ndarray) -> ArrayDataset:
+  """A TFDS in-memory split with its fixed classes and published statistics."""
+  f, names = core.facts(base), CLASS_NAMES[base]
   return ArrayDataset(images, labels, len(names), names, f.mean, f.std)
 
 
-def _load_tfds_arrays(base: str, split: str, data_dir: str | None, size: int) -> ArrayDataset:
-  images, labels = _decoded(base, split, data_dir)
-  f, names = core.facts(base), CLASS_NAMES[base]
-  ds = ArrayDataset(images, labels, len(names), names, f.mean, f.std)
-  if ds.images.shape[1:3] != (size, size):
-    ds = _replace(ds, images=resize_uint8(ds.images, size))
-  return ds
-
-
-def _replace(ds: ArrayDataset, **changes) -> ArrayDataset:
-  return dataclasses.replace(ds, **changes)
+def _resized(ds: ArrayDataset, size: int) -> ArrayDataset:
+  if ds.images.shape[1:3] == (size, size):
+    return ds
+  return dataclasses.replace(ds, images=resize_uint8(ds.images, size))
 
 
 def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
@@ -228,6 +222,7 @@ DECODED_KEPT = 3  # newest files kept per dataset and split (each data_dir is a 
 
 def _decoded_path(base: str, split: str, data_dir: str | None) -> str:
   from importlib import metadata  # pylint: disable=g-import-not-at-top
+  # TFDS's own default data_dir, resolved without importing TFDS.
   tfds_dir = data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets'
   key = {'format': DECODED_FORMAT, 'dataset': base, 'split': split,
          'data_dir': os.path.abspath(os.path.expanduser(tfds_dir)),

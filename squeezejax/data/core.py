@@ -78,7 +78,8 @@ class Facts:
 # suite recomputes Fashion-MNIST's from the train split).
 _FACTS = {
     'fashion_mnist': Facts(('train', 'test'), 28, 1, True, (0.2860,), (0.3530,),
-                           tfds_name='fashion_mnist', split_sizes=(60_000, 10_000)),
+                           tfds_name='fashion_mnist', split_sizes=tuple(
+                               FASHION_MNIST_FILES[split][2] for split in ('train', 'test'))),
     'cifar10': Facts(('train', 'test'), 32, 3, True, (0.4914, 0.4822, 0.4465),
                      (0.2470, 0.2435, 0.2616), tfds_name='cifar10',
                      split_sizes=(50_000, 10_000)),
