@@ -175,15 +175,17 @@ class JaxCase:
     block(self.evaluate(1))
 
   def train(self, steps: int):
-    metrics = None
+    metrics, run_ahead = None, parallel.RunAhead()
     for _ in range(steps):
       self.state, metrics = self.train_step(self.state, self.batch)
+      run_ahead.add(metrics)
     return metrics
 
   def evaluate(self, steps: int):
-    sums = None
+    sums, run_ahead = None, parallel.RunAhead()
     for _ in range(steps):
       sums = self.eval_step(self._weights(self.state), self.eval_batch)
+      run_ahead.add(sums)
     return sums
 
   @staticmethod
@@ -197,8 +199,7 @@ class InputCase:
   def __init__(self, case: Case, mesh, seed: int = 0):
     spec, size, batch = case.spec, case.image_size, case.batch_size
     rng = np.random.default_rng(seed)
-    n = 4 * batch
-    channels = spec.in_channels
+    n, channels = 4 * batch, spec.in_channels
     dataset = data.ArrayDataset(
         images=rng.integers(0, 256, (n, size, size, channels), np.uint8),
         labels=rng.integers(0, spec.num_classes, n).astype(np.int32),
@@ -213,10 +214,11 @@ class InputCase:
     block(self.run(1))
 
   def run(self, steps: int):
-    out = None
+    out, run_ahead = None, parallel.RunAhead()
     for _ in range(steps):
       batch = parallel.global_batch(self.mesh, next(self.batches))
       out = (self.augment(batch['image'], self.step), batch['label'])
+      run_ahead.add(out)
       self.step += 1
     return out
 

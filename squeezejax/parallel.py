@@ -8,6 +8,7 @@ the jit boundary (what pjit was); inside the step XLA propagates them.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import importlib.metadata
@@ -17,6 +18,7 @@ import platform
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -36,6 +38,37 @@ CPU_COLLECTIVE_TIMEOUT_S = 1800
 CPU_COLLECTIVE_FLAGS = ('xla_cpu_collective_call_terminate_timeout_seconds',
                         'xla_cpu_collective_call_warn_stuck_timeout_seconds',
                         'xla_cpu_collective_timeout_seconds')
+
+
+# XLA:CPU runs each device's share of a multi-device program from a client thread pool
+# of one thread per core (at least one per device), and a launch waits there once its
+# device has 32 programs queued. A pool thread waiting so, while the other pool threads
+# run one device's half of an all-reduce whose other half is still queued, is a
+# deadlock: a plain jitted data-parallel loop that never syncs hangs within seconds on
+# 2 CPU devices with 2 cores. Loops of steps wait for the outputs of RUN_AHEAD_STEPS
+# steps back instead (`RunAhead`), so no queue gets near that cap.
+RUN_AHEAD_STEPS = 4
+
+
+class RunAhead:
+  """Paces a loop of jitted steps: `add(outputs)` returns once the outputs of
+  RUN_AHEAD_STEPS steps back are computed, so the devices stay busy with the steps
+  queued after them but never reach XLA:CPU's cap on programs in flight."""
+
+  def __init__(self, steps: int = RUN_AHEAD_STEPS):
+    self._steps = steps
+    self._pending: collections.deque = collections.deque()
+
+  def add(self, outputs: Any) -> None:
+    self._pending.append(outputs)
+    if len(self._pending) > self._steps:
+      jax.block_until_ready(self._pending.popleft())
+
+
+@jax.jit
+def tree_add(a: Any, b: Any) -> Any:
+  """a + b leaf by leaf, as one program (one dispatch where jnp.add would be one a leaf)."""
+  return jax.tree.map(jnp.add, a, b)
 
 
 @functools.cache

@@ -10,10 +10,9 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from squeezejax import files
+from squeezejax import files, parallel
 
 
 def format_duration(seconds: float) -> str:
@@ -116,8 +115,8 @@ class LogWindow:
     if self.sums is None:
       self.sums = metrics
     else:
-      self.sums = {k: jnp.add(self._on_device(self.sums[k], metrics[k]), metrics[k])
-                   for k in self.KEYS}
+      self.sums = parallel.tree_add(
+          {k: self._on_device(self.sums[k], metrics[k]) for k in self.KEYS}, metrics)
     self.count += 1
 
   @staticmethod

@@ -269,10 +269,11 @@ def make_eval_step(graphdef, prep: Preprocessing, num_seeds: int = 1,
 
 def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
   """Exact metrics over a split: padded batches, masked, summed on device."""
-  totals = None
+  totals, run_ahead = None, parallel.RunAhead()
   for batch in batches:
     sums = eval_step(params, parallel.global_batch(mesh, batch))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = sums if totals is None else parallel.tree_add(totals, sums)
+    run_ahead.add(totals)
   totals = jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(totals))
   per_seed = {'eval_loss': totals['loss'] / totals['count'],
               'top1': totals['top1'] / totals['count'], 'top5': totals['top5'] / totals['count']}

@@ -143,9 +143,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   with (jax.set_mesh(mesh), on_sigterm(lambda: stop(signal.SIGTERM)),
         on_sigterm(lambda: stop(signal.SIGINT), signal.SIGINT)):
+    run_ahead = parallel.RunAhead()
     for step in range(start_step + 1, steps + 1):
       state, metrics = train_step(state, next(batches))
       window.add(metrics)
+      run_ahead.add(metrics)
 
       if step % config.log_every == 0 or step == steps:
         # The only host sync: once per log_every steps.

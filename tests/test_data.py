@@ -8,6 +8,8 @@ it prepares the builder once into a temporary data_dir shared by the module.
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import jax
 import numpy as np
@@ -421,3 +423,28 @@ def test_import_is_cheap_and_keeps_tensorflow_out():
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                        check=True).stdout.split()
   assert out == ['False', 'False']
+
+
+def _prefetch_threads():
+  return sum(t.name == 'squeezejax-prefetch' for t in threading.enumerate())
+
+
+def test_prefetch_raises_the_pipelines_error_and_ends_its_thread_when_dropped():
+  def failing():
+    yield from (1, 2)
+    raise ValueError('bad record 3')
+
+  got = []
+  with pytest.raises(ValueError, match='bad record 3'):
+    for item in data.prefetch(failing()):
+      got.append(item)
+  assert got == [1, 2]
+
+  before = _prefetch_threads()
+  batches = data.prefetch(iter(range(10**9)))  # its queue fills; the thread waits to put
+  assert next(batches) == 0 and _prefetch_threads() == before + 1
+  batches.close()  # what dropping the generator does at the end of a run
+  deadline = time.time() + 10
+  while _prefetch_threads() > before and time.time() < deadline:
+    time.sleep(0.05)
+  assert _prefetch_threads() == before

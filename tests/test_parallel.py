@@ -109,3 +109,44 @@ def test_the_collective_timeout_is_what_configure_host_sets():
   short = run(1)
   assert short.returncode in (-6, 134) and 'Termination timeout' in short.stderr
   assert run(parallel.CPU_COLLECTIVE_TIMEOUT_S).returncode == 0
+
+
+# A data-parallel step that never syncs, on 2 CPU devices with XLA:CPU's client pool
+# at 2 threads (as on a 2-core machine).
+UNSYNCED_LOOP = """
+import sys
+from squeezejax import parallel
+import jax, jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+mesh = jax.make_mesh((2,), ('data',), axis_types=(jax.sharding.AxisType.Explicit,))
+@jax.jit
+def step(w, x):
+  g = jax.grad(lambda w: jnp.sum(jnp.tanh(x @ w) ** 2))(w)
+  return w - 1e-3 * g, jnp.sum(g)
+w = jax.device_put(jnp.ones((256, 256)), NamedSharding(mesh, P()))
+x = jax.device_put(jnp.ones((64, 256)), NamedSharding(mesh, P('data')))
+run_ahead = parallel.RunAhead() if sys.argv[1] == 'paced' else None
+for _ in range(3000):
+  w, loss = step(w, x)
+  if run_ahead:
+    run_ahead.add(loss)
+print(float(loss))
+"""
+
+
+def test_run_ahead_keeps_an_unsynced_data_parallel_loop_from_deadlocking():
+  """Unpaced, XLA:CPU's launches of a multi-device program wait on the per-device cap
+  of programs in flight inside the client pool that must run them: the loop deadlocks
+  (XLA then aborts it). `parallel.RunAhead`, which the train and eval loops use, keeps
+  it running."""
+  env = {**{k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'},
+         'JAX_NUM_CPU_DEVICES': '2', 'JAX_PLATFORMS': 'cpu', 'PJRT_NPROC': '2'}
+  run = lambda mode, stuck_s: subprocess.run(
+      [sys.executable, '-c', UNSYNCED_LOOP, mode], capture_output=True, text=True,
+      timeout=300, env={**env, 'XLA_FLAGS': ' '.join(
+          f'--{flag}={stuck_s}' for flag in parallel.CPU_COLLECTIVE_FLAGS)})
+  paced = run('paced', 120)
+  assert paced.returncode == 0, paced.stderr[-2000:]
+  unpaced = run('unpaced', 4)  # if this passes, XLA:CPU is fixed and RunAhead may go
+  assert unpaced.returncode in (-6, 134) and 'Termination timeout' in unpaced.stderr, (
+      unpaced.returncode, unpaced.stderr[-2000:])

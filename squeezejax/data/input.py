@@ -168,20 +168,41 @@ def padded_batches(arrays_: dict[str, np.ndarray], global_batch: int) -> Iterato
 
 
 def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
-  """Runs the host side of the input pipeline one or two batches ahead."""
+  """Runs the host side of the input pipeline `size` batches ahead, on a thread.
+  An error there is raised here; closing or dropping the returned generator ends
+  the thread (a sweep process runs many of them)."""
   q: queue.Queue = queue.Queue(maxsize=size)
-  sentinel = object()
+  stop = threading.Event()
+
+  def put(item) -> bool:
+    while not stop.is_set():
+      try:
+        q.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
 
   def work():
     try:
       for item in iterator:
-        q.put(item)
-    finally:
-      q.put(sentinel)
+        if not put((True, item)):
+          return
+      put((False, None))
+    except Exception as e:  # raised again by the consumer
+      put((False, e))
 
-  threading.Thread(target=work, daemon=True).start()
-  while (item := q.get()) is not sentinel:
-    yield item
+  threading.Thread(target=work, daemon=True, name='squeezejax-prefetch').start()
+  try:
+    while True:
+      more, item = q.get()
+      if not more:
+        if item is not None:
+          raise item
+        return
+      yield item
+  finally:
+    stop.set()
 
 
 def make_input(config, placeholder: bool = False) -> Input:
