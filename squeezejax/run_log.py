@@ -99,7 +99,7 @@ class Stopwatch:
 class LogWindow:
   """Per-seed loss and top-1 summed since the last log step, saved in checkpoints.
 
-  The sums stay on the device in the step's float32 (the only host sync is at log steps),
+  The sums stay on the device in the step's float32 (read back at log steps only),
   and a checkpoint saves them bit-exactly: a run resumed mid-window adds the same numbers
   in the same order as an uninterrupted one, so it logs the same losses to the last bit."""
 

@@ -150,7 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       run_ahead.add(metrics)
 
       if step % config.log_every == 0 or step == steps:
-        # The only host sync: once per log_every steps.
+        # The only transfer to the host: once per log_every steps.
         means = window.means()
         now = time.time()
         img_s = (step - step_window) * config.batch_size / (now - t_window)
