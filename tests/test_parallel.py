@@ -1,5 +1,6 @@
-"""parallel.configure_host (in fresh processes: it must run before JAX starts) and the
-automatic batch_splits that depends on the device count it gives."""
+"""parallel.configure_host (in fresh processes: it must run before JAX starts), the
+automatic batch_splits that depends on the device count it gives, and the pacing of
+loops of steps (parallel.RunAhead)."""
 
 import json
 import os
