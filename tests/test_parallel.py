@@ -100,16 +100,24 @@ print(f(jax.device_put(jnp.arange(2.0), jax.NamedSharding(mesh, P('data')))))
 """
 
 
+def on_two_cpu_devices(script: str, arg: str, **env) -> subprocess.CompletedProcess:
+  """`script arg` in a fresh process on 2 CPU devices, without the caller's XLA_FLAGS."""
+  clean = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  return subprocess.run([sys.executable, '-c', script, arg], capture_output=True, text=True,
+                        timeout=300, env={**clean, 'JAX_NUM_CPU_DEVICES': '2',
+                                          'JAX_PLATFORMS': 'cpu', **env})
+
+
+def aborted_as_stuck(out: subprocess.CompletedProcess) -> bool:
+  """XLA:CPU's SIGABRT for a collective past its terminate timeout."""
+  return out.returncode in (-6, 134) and 'Termination timeout' in out.stderr
+
+
 def test_the_collective_timeout_is_what_configure_host_sets():
   """A device thread late for the gradient all-reduce aborts XLA:CPU after the timeout
   (40 s by default: under load, a SIGABRT mid-run); configure_host sets it."""
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  run = lambda timeout: subprocess.run(
-      [sys.executable, '-c', LATE_DEVICE, str(timeout)], capture_output=True, text=True,
-      timeout=300, env={**env, 'JAX_NUM_CPU_DEVICES': '2', 'JAX_PLATFORMS': 'cpu'})
-  short = run(1)
-  assert short.returncode in (-6, 134) and 'Termination timeout' in short.stderr
-  assert run(parallel.CPU_COLLECTIVE_TIMEOUT_S).returncode == 0
+  assert aborted_as_stuck(on_two_cpu_devices(LATE_DEVICE, '1'))
+  assert on_two_cpu_devices(LATE_DEVICE, str(parallel.CPU_COLLECTIVE_TIMEOUT_S)).returncode == 0
 
 
 # A data-parallel step that never syncs, on 2 CPU devices with XLA:CPU's client pool
@@ -140,14 +148,10 @@ def test_run_ahead_keeps_an_unsynced_data_parallel_loop_from_deadlocking():
   of programs in flight inside the client pool that must run them: the loop deadlocks
   (XLA then aborts it). `parallel.RunAhead`, which the train and eval loops use, keeps
   it running."""
-  env = {**{k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'},
-         'JAX_NUM_CPU_DEVICES': '2', 'JAX_PLATFORMS': 'cpu', 'PJRT_NPROC': '2'}
-  run = lambda mode, stuck_s: subprocess.run(
-      [sys.executable, '-c', UNSYNCED_LOOP, mode], capture_output=True, text=True,
-      timeout=300, env={**env, 'XLA_FLAGS': ' '.join(
-          f'--{flag}={stuck_s}' for flag in parallel.CPU_COLLECTIVE_FLAGS)})
+  run = lambda mode, stuck_s: on_two_cpu_devices(
+      UNSYNCED_LOOP, mode, PJRT_NPROC='2',
+      XLA_FLAGS=' '.join(f'--{flag}={stuck_s}' for flag in parallel.CPU_COLLECTIVE_FLAGS))
   paced = run('paced', 120)
   assert paced.returncode == 0, paced.stderr[-2000:]
   unpaced = run('unpaced', 4)  # if this passes, XLA:CPU is fixed and RunAhead may go
-  assert unpaced.returncode in (-6, 134) and 'Termination timeout' in unpaced.stderr, (
-      unpaced.returncode, unpaced.stderr[-2000:])
+  assert aborted_as_stuck(unpaced), (unpaced.returncode, unpaced.stderr[-2000:])
