@@ -224,12 +224,13 @@ class InputCase:
 
 
 def torch_train_step(case: Case, params: dict, images: np.ndarray, labels: np.ndarray,
-                     config: str):
-  """PyTorch's train step for `case` in one of TORCH_CONFIGS, with bench's optimizer."""
+                     config: str, dtype: str = 'float32'):
+  """PyTorch's train step for `case` in one of TORCH_CONFIGS, with bench's optimizer
+  (bfloat16 under torch.autocast)."""
   from squeezejax import torch_reference  # pylint: disable=g-import-not-at-top
   return torch_reference.TrainStep(case.spec, params, images, labels, config, lr=LEARNING_RATE,
                                    momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
-                                   threads=parallel.cpu_count())
+                                   threads=parallel.cpu_count(), dtype=dtype)
 
 
 def torch_version() -> str | None:
@@ -268,11 +269,11 @@ def run_case(case: Case, *, dtype: str, compare: str, mesh, peak_gflops: float,
   torch_cases, torch_errors = {}, {}
   for config in (torch_configs if compare == 'torch' else ()):
     if config != 'compile':
-      torch_cases[config] = torch_train_step(case, initial_params, images, labels, config)
+      torch_cases[config] = torch_train_step(case, initial_params, images, labels, config, dtype)
       continue
     say('  torch.compile: compiling')
     try:  # Inductor needs a working C++ toolchain; without one the others still run
-      torch_cases[config] = torch_train_step(case, initial_params, images, labels, config)
+      torch_cases[config] = torch_train_step(case, initial_params, images, labels, config, dtype)
     except Exception as e:  # pylint: disable=broad-except
       torch_errors[config] = _error_text(e)
       say(f'  torch.compile failed, left out: {torch_errors[config].splitlines()[0]}')
@@ -470,9 +471,6 @@ def main(argv: list[str]) -> int:
   if args.compare == 'torch':
     if torch_version() is None:
       raise UserError('--compare=torch needs PyTorch: pip install "squeezejax[bench]"')
-    if args.dtype != 'float32':
-      raise UserError(f'--compare=torch with --dtype={args.dtype}: the comparison is '
-                      'float32 on both sides; expected --dtype=float32')
   mesh = parallel.make_mesh(args.num_devices)
   for case in cases:
     parallel.check_batch(mesh, case.batch_size)

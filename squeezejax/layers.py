@@ -118,6 +118,8 @@ def max_pool(x: jax.Array, kernel: int = 3, stride: int = 2, formulation: str = 
   if resolve(formulation) == 'textbook':
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, kernel, kernel, 1),
                                  (1, stride, stride, 1), ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+  if x.dtype == jnp.bfloat16:  # XLA:CPU fuses bfloat16's gradient into far slower kernels
+    return max_pool(x.astype(jnp.float32), kernel, stride, formulation).astype(x.dtype)
   x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), constant_values=-jnp.inf)
   rows = [x[:, i:i + (oh - 1) * stride + 1:stride] for i in range(kernel)]
   x = functools.reduce(_max_first, rows)

@@ -10,8 +10,9 @@ The handlers are compiled with the system C++ compiler on first use, against
 the jaxlib and oneDNN installed (the `onednn-cpu-gomp` and `onednn-devel-cpu-gomp`
 wheels), and cached under $XDG_CACHE_HOME/squeezejax (or ~/.cache/squeezejax).
 
-A program uses them where it is traced inside `enabled(axis, threads)`:
-`parallel.jit` does that for cpu_convolutions='onednn'. Anything traced outside
+A program uses them where it is traced inside `enabled(axis, threads, dtypes)`:
+`parallel.jit` does that for cpu_convolutions='onednn', with bfloat16 among the
+dtypes where the CPU computes it natively (AVX512-BF16 or AMX). Anything traced outside
 (exports, tests of the textbook layers) keeps XLA's own convolutions. Inside a
 mesh with the batch axis `axis`, each device convolves its own shard of the batch
 (`jax.shard_map`) with an OpenMP team of `threads`, and the kernel gradient is
@@ -46,25 +47,27 @@ from squeezejax.errors import UserError
 SOURCE = 'csrc/onednn_conv.cc'
 TARGETS = ('forward', 'forward_bias', 'backward_data', 'backward_weights')
 
-_enabled = contextvars.ContextVar('squeezejax_onednn', default=None)  # (axis, threads)
+_enabled = contextvars.ContextVar('squeezejax_onednn', default=None)  # (axis, threads, dtypes)
 
 
 @contextlib.contextmanager
-def enabled(axis: str, threads: int):
+def enabled(axis: str, threads: int, dtypes: tuple[str, ...] = ('float32',)):
   """Convolutions traced inside run through oneDNN (where it `supports` them): split
-  over the mesh axis `axis` where the mesh has it, `threads` OpenMP threads a call."""
-  token = _enabled.set((axis, threads))
+  over the mesh axis `axis` where the mesh has it, `threads` OpenMP threads a call,
+  for the compute `dtypes` given ('float32', 'bfloat16')."""
+  token = _enabled.set((axis, threads, tuple(dtypes)))
   try:
     yield
   finally:
     _enabled.reset(token)
 
 
-def enabled_in(fn: Callable[..., Any], axis: str, threads: int) -> Callable[..., Any]:
-  """fn, traced inside `enabled(axis, threads)`."""
+def enabled_in(fn: Callable[..., Any], axis: str, threads: int,
+               dtypes: tuple[str, ...] = ('float32',)) -> Callable[..., Any]:
+  """fn, traced inside `enabled(axis, threads, dtypes)`."""
   @functools.wraps(fn)
   def traced(*args, **kwargs):
-    with enabled(axis, threads):
+    with enabled(axis, threads, dtypes):
       return fn(*args, **kwargs)
   return traced
 
@@ -81,12 +84,12 @@ def installed() -> bool:
 
 def supports(dtype, padding, feature_group_count: int = 1, kernel_dilation=1,
              input_dilation=1) -> bool:
-  """Enabled, and what the handlers do: float32, one group, no dilation, explicit or
-  VALID padding."""
+  """Enabled for `dtype`, and what the handlers do: one group, no dilation, explicit
+  or VALID padding."""
   undilated = all(d == 1 for d in (*np.atleast_1d(kernel_dilation or 1),
                                    *np.atleast_1d(input_dilation or 1)))
-  return (is_enabled() and jnp.dtype(dtype) == jnp.float32 and feature_group_count == 1
-          and undilated and _explicit(padding) is not None)
+  return (is_enabled() and jnp.dtype(dtype).name in _enabled.get()[2]
+          and feature_group_count == 1 and undilated and _explicit(padding) is not None)
 
 
 def conv(x: jax.Array, kernel: jax.Array, strides, padding,
@@ -116,11 +119,11 @@ def _out_shape(x_shape, kernel_shape, strides, padding):
 
 
 def _call(target: str, shapes, *operands, strides, padding):
-  """The custom call `target` on float32 `operands`, with results of `shapes`."""
+  """The custom call `target` on `operands` of one dtype, with results of `shapes`."""
   (pt, pb), (pl, pr) = padding
-  _, threads = _enabled.get()
+  _, threads, _ = _enabled.get()
   attrs = dict(sh=strides[0], sw=strides[1], pt=pt, pb=pb, pl=pl, pr=pr, threads=threads)
-  results = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in shapes]
+  results = [jax.ShapeDtypeStruct(shape, operands[0].dtype) for shape in shapes]
   # `sequential`: under jax.vmap (GPU-style stacked seeds) one call per member.
   return jax.ffi.ffi_call(f'squeezejax_conv_{target}', results, vmap_method='sequential')(
       *operands, **{k: np.int64(v) for k, v in attrs.items()})
@@ -129,7 +132,7 @@ def _call(target: str, shapes, *operands, strides, padding):
 def _per_device(fn, in_batched: tuple[bool, ...], out_batched: tuple[bool, ...]):
   """fn(*arrays, axis) on each device's shard of the batch axis's mesh (the batched
   arrays split over it, the others whole), or on the whole arrays without one."""
-  axis, _ = _enabled.get()
+  axis, _, _ = _enabled.get()
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or axis not in mesh.axis_names:
     return functools.partial(fn, axis=None)
@@ -164,8 +167,9 @@ def _conv_bwd(strides, padding, residuals, dy):
   x, kernel, bias = residuals
   dx, dkernel = _per_device(backward, (True, False, True), (True, False))(x, kernel, dy)
   # The bias gradient stays XLA's reduction: oneDNN's (diff_bias) was slower on small
-  # images (docs/performance.md).
-  return dx, dkernel, None if bias is None else jnp.sum(dy, axis=(0, 1, 2))
+  # images (docs/performance.md). Summed in float32 whatever the dtype.
+  return dx, dkernel, None if bias is None else jnp.sum(
+      dy, axis=(0, 1, 2), dtype=jnp.float32).astype(bias.dtype)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)

@@ -132,6 +132,7 @@ def cpu_count() -> int:
 CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16')
 
 
+@functools.cache
 def cpu_info() -> dict[str, Any]:
   """The CPU's model name and which of CPU_FLAGS it has (/proc/cpuinfo; flags None
   where that file or its x86 `flags` line is missing)."""
@@ -233,8 +234,17 @@ def jit(fn: Callable[..., Any], cpu_convolutions: str = 'auto', **jit_kwargs):
   if resolve_convolutions(cpu_convolutions) == 'onednn':
     onednn.register()  # a build error now, not inside a trace
     # Each device's thread gets its share of the cores for oneDNN's OpenMP team.
-    fn = onednn.enabled_in(fn, DATA, max(1, cpu_count() // jax.local_device_count()))
+    fn = onednn.enabled_in(fn, DATA, max(1, cpu_count() // jax.local_device_count()),
+                           onednn_dtypes())
   return jax.jit(fn, compiler_options=compiler_options(cpu_convolutions), **jit_kwargs)
+
+
+def onednn_dtypes() -> tuple[str, ...]:
+  """The compute dtypes oneDNN's convolutions take here: bfloat16 too where the CPU
+  computes it natively (AVX512-BF16 or AMX); elsewhere XLA keeps bfloat16's."""
+  flags = cpu_info()['flags'] or {}
+  native = flags.get('avx512_bf16') or flags.get('amx_bf16')
+  return ('float32', 'bfloat16') if native else ('float32',)
 
 
 def run_once_compiler_options() -> dict[str, int]:

@@ -147,12 +147,14 @@ class TrainStep:
   cross-entropy, backward, SGD (momentum, weight decay) step, on NHWC `images` given
   as NCHW tensors. `config`: 'eager' (NCHW), 'channels_last' (model and images in
   torch.channels_last memory) or 'compile' (torch.compile of forward and loss).
-  `warmup_steps` run at once (torch.compile compiles in the first); their losses
-  are kept in `losses`."""
+  `dtype` 'bfloat16' computes forward and loss under torch.autocast (parameters stay
+  float32, as squeezejax's `dtype` does). `warmup_steps` run at once (torch.compile
+  compiles in the first); their losses are kept in `losses`."""
 
   def __init__(self, spec, params: dict, images: np.ndarray, labels: np.ndarray,
                config: str = 'eager', *, lr: float = 1e-3, momentum: float = 0.9,
-               weight_decay: float = 0.0, threads: int = 0, warmup_steps: int = 2):
+               weight_decay: float = 0.0, threads: int = 0, warmup_steps: int = 2,
+               dtype: str = 'float32'):
     if threads:
       torch.set_num_threads(threads)
     self.config = config
@@ -165,7 +167,8 @@ class TrainStep:
     module = self.module
 
     def loss(images, labels):
-      return torch.nn.functional.cross_entropy(module(images), labels)
+      with torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype == 'bfloat16'):
+        return torch.nn.functional.cross_entropy(module(images), labels)
 
     if config == 'compile':
       # Every step's `loss` is the same code object: without a reset Dynamo counts a

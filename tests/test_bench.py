@@ -89,6 +89,24 @@ def test_every_configuration_trains_the_same_network(report):
                                rtol=0.05, atol=2e-6, err_msg=name)
 
 
+def test_bfloat16_is_compared_with_pytorch_autocast_on_the_same_network(report, tmp_path):
+  """--dtype=bfloat16: both sides compute in bfloat16 with float32 parameters (PyTorch
+  under torch.autocast), so their losses agree to bfloat16's precision and are not the
+  float32 run's (the same weights and images)."""
+  path = tmp_path / 'bench.json'
+  assert bench.main([*TINY, '--windows=1', '--compare=torch', '--dtype=bfloat16',
+                     '--torch_configs=eager,channels_last', f'--json={path}']) == 0
+  result, = json.loads(path.read_text())['results']
+  assert result['dtype'] == 'bfloat16' and result['ratio'] > 0
+  ours = np.array(result['squeezejax_losses'])
+  float32 = np.array(report['results'][0]['squeezejax_losses'])
+  assert not np.array_equal(ours, float32)
+  for name, entry in result['torch'].items():
+    theirs = np.array(entry['losses'])
+    assert not np.array_equal(theirs, float32), name
+    np.testing.assert_allclose(ours, theirs, rtol=3e-2, err_msg=name)
+
+
 def test_profile_attributes_the_step_to_libraries_and_phases(report):
   onednn, eigen, ynnpack = report['results']
   for result in (onednn, eigen, ynnpack):
@@ -194,7 +212,6 @@ def test_torch_module_is_the_same_network(model, flags):
     (['--model=squeezenet9'], 'model='),
     (['--model=squeezenet_small', '--image_size=4'], 'image_size=4'),
     (['--image_size=64'], 'need --model'),
-    (['--model=squeezenet_small', '--compare=torch', '--dtype=bfloat16'], 'float32'),
     (['--model=squeezenet_small', '--spec.sqeeze_ratio=0.5'], r'^--spec\.sqeeze_ratio'),
     (['--model=squeezenet_small', '--spec.base_e=many'], r'^--spec\.base_e='),
     (['--model=squeezenet_small', '--spec.in_channels=0'], 'in_channels=0'),

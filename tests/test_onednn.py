@@ -92,15 +92,49 @@ def test_a_network_trains_the_same_with_onednn_as_with_eigen():
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5)
 
 
+def test_bfloat16_runs_in_onednn_where_the_cpu_computes_it_as_close_to_float32_as_xla():
+  """A network computing in bfloat16 (float32 parameters): its convolutions are oneDNN's
+  where the CPU has AVX512-BF16 or AMX, else XLA's; its loss and gradients are as close
+  to the float32 network's as with XLA's own bfloat16 convolutions (Eigen's)."""
+  spec = spec_lib.preset('squeezenet_small', base_e=16, incr_e=16)
+  rng = np.random.default_rng(2)
+  images = rng.standard_normal((16, 32, 32, 3)).astype(np.float32)
+  labels = rng.integers(0, 10, 16)
+  mesh = parallel.make_mesh()
+  outputs, texts = {}, {}
+  for convs, dtype in (('eigen', jnp.float32), ('eigen', jnp.bfloat16),
+                       ('onednn', jnp.bfloat16)):
+    graphdef, params = nnx.split(model_lib.create(spec, dtype=dtype), nnx.Param)
+    loss = lambda p, x, g=graphdef: -jnp.mean(jax.nn.log_softmax(nnx.merge(g, p)(x))[
+        jnp.arange(16), labels])
+    fn = parallel.jit(jax.value_and_grad(loss), convs,
+                      in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)))
+    with jax.set_mesh(mesh):
+      texts[convs, dtype] = fn.lower(params, images).as_text()
+      outputs[convs, dtype] = jax.tree.leaves(fn(params, images))
+  native = 'bfloat16' in parallel.onednn_dtypes()
+  assert ('@squeezejax_conv_forward_bias(' in texts['onednn', jnp.bfloat16]) == native
+  reference = outputs['eigen', jnp.float32]
+  error = lambda got: [float(np.linalg.norm(g - w) / np.linalg.norm(w))
+                       for g, w in zip(got, reference)]
+  ours, xla = error(outputs['onednn', jnp.bfloat16]), error(outputs['eigen', jnp.bfloat16])
+  assert max(xla) > 0  # bfloat16 was computed
+  for leaf, (a, b) in enumerate(zip(ours, xla)):
+    assert a <= 1.25 * b + 0.02, (leaf, a, b)
+
+
 def test_what_onednn_does_not_take_stays_with_xla():
   with onednn.enabled(parallel.DATA, 1):
     assert onednn.supports(jnp.float32, ((1, 1), (1, 1)))
     assert onednn.supports(jnp.float32, 'VALID')
-    assert not onednn.supports(jnp.bfloat16, ((1, 1), (1, 1)))
+    assert not onednn.supports(jnp.bfloat16, ((1, 1), (1, 1)))  # not asked for
     assert not onednn.supports(jnp.float32, ((1, 1), (1, 1)), feature_group_count=2)
     assert not onednn.supports(jnp.float32, ((1, 1), (1, 1)), kernel_dilation=(2, 2))
     assert not onednn.supports(jnp.float32, 'SAME')
   assert not onednn.supports(jnp.float32, 'VALID')  # outside enabled(): XLA's own
+  with onednn.enabled(parallel.DATA, 1, ('float32', 'bfloat16')):
+    assert onednn.supports(jnp.bfloat16, ((1, 1), (1, 1)))
+    assert not onednn.supports(jnp.float16, ((1, 1), (1, 1)))
 
 
 def test_auto_is_onednn_where_installed_and_a_bad_name_is_one_line():

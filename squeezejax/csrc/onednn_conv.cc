@@ -1,10 +1,12 @@
-// 2-D convolutions (NHWC activations, HWIO kernels, float32) and their two
-// gradients as XLA FFI handlers that call oneDNN, for squeezejax/onednn.py.
+// 2-D convolutions (NHWC activations, HWIO kernels, float32 or bfloat16, every
+// operand of a call in one dtype) and their two gradients as XLA FFI handlers
+// that call oneDNN, for squeezejax/onednn.py.
 // Each JAX CPU device calls them from its own thread; `threads` is the OpenMP
 // team each such thread gets (cores per device), set once per thread.
 #include <omp.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -25,9 +27,10 @@ dnnl::engine& Engine() {
 }
 
 struct Geometry {
+  memory::data_type dtype;
   memory::dims x, w, y, strides, pad_l, pad_r;
   std::string Key(char kind) const {
-    std::string key(1, kind);
+    std::string key{kind, static_cast<char>('0' + static_cast<int>(dtype))};
     for (const auto* d : {&x, &w, &y, &strides, &pad_l, &pad_r})
       for (auto v : *d) key += std::to_string(v) + ",";
     return key;
@@ -35,28 +38,45 @@ struct Geometry {
 };
 
 // oneDNN's logical order is NCHW / OIHW whatever the memory layout.
-Geometry MakeGeometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w,
-                      ffi::Span<const int64_t> y, int64_t sh, int64_t sw, int64_t pt,
-                      int64_t pb, int64_t pl, int64_t pr) {
-  return {{x[0], x[3], x[1], x[2]}, {w[3], w[2], w[0], w[1]}, {y[0], y[3], y[1], y[2]},
-          {sh, sw}, {pt, pl}, {pb, pr}};
+Geometry MakeGeometry(memory::data_type dtype, ffi::Span<const int64_t> x,
+                      ffi::Span<const int64_t> w, ffi::Span<const int64_t> y, int64_t sh,
+                      int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  return {dtype, {x[0], x[3], x[1], x[2]}, {w[3], w[2], w[0], w[1]},
+          {y[0], y[3], y[1], y[2]}, {sh, sw}, {pt, pl}, {pb, pr}};
 }
 
-memory::desc Md(const memory::dims& d, tag t) {
-  return memory::desc(d, memory::data_type::f32, t);
+// The operands' one dtype; false where they differ or are neither float32 nor bfloat16.
+bool OneDataType(std::initializer_list<ffi::DataType> types, memory::data_type* dtype) {
+  ffi::DataType first = *types.begin();
+  for (ffi::DataType t : types)
+    if (t != first) return false;
+  if (first != ffi::DataType::F32 && first != ffi::DataType::BF16) return false;
+  *dtype = first == ffi::DataType::F32 ? memory::data_type::f32 : memory::data_type::bf16;
+  return true;
+}
+
+#define ONE_DATA_TYPE(dtype, ...)                                                  \
+  memory::data_type dtype;                                                         \
+  if (!OneDataType({__VA_ARGS__}, &dtype))                                         \
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,                            \
+                      "oneDNN convolution: expected float32 or bfloat16 operands, " \
+                      "all of one dtype");
+
+memory::desc Md(const Geometry& g, const memory::dims& d, tag t) {
+  return memory::desc(d, g.dtype, t);
 }
 
 // The bias, where the layer has one, is added in the forward convolution: no
 // separate pass over its output.
 memory::desc BiasMd(const Geometry& g, bool bias) {
-  return bias ? Md({g.w[0]}, tag::a) : memory::desc();
+  return bias ? Md(g, {g.w[0]}, tag::a) : memory::desc();
 }
 
 dnnl::convolution_forward::primitive_desc ForwardPd(const Geometry& g, bool bias) {
   return dnnl::convolution_forward::primitive_desc(
       Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-      Md(g.x, tag::nhwc), Md(g.w, tag::any), BiasMd(g, bias), Md(g.y, tag::nhwc), g.strides,
-      g.pad_l, g.pad_r);
+      Md(g, g.x, tag::nhwc), Md(g, g.w, tag::any), BiasMd(g, bias), Md(g, g.y, tag::nhwc),
+      g.strides, g.pad_l, g.pad_r);
 }
 
 // A primitive with its kernel's layout: kernels are reordered to and from HWIO
@@ -71,7 +91,7 @@ struct Entry {
 struct ThreadState {
   dnnl::stream stream{Engine()};
   std::unordered_map<std::string, Entry> cache;
-  std::vector<float> buffer;
+  std::vector<char> buffer;
 };
 
 ThreadState& State(int64_t threads) {
@@ -93,7 +113,7 @@ Entry& Lookup(ThreadState& s, char kind, const Geometry& g, MakePd make_pd) {
   Entry e;
   e.prim = dnnl::primitive(pd);
   e.kernel = kind == 'w' ? pd.diff_weights_desc() : pd.weights_desc();
-  memory::desc plain = Md(g.w, tag::hwio);
+  memory::desc plain = Md(g, g.w, tag::hwio);
   e.reorder = e.kernel != plain;
   if (e.reorder) {
     e.to_kernel = dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), plain, Engine(), e.kernel));
@@ -104,12 +124,12 @@ Entry& Lookup(ThreadState& s, char kind, const Geometry& g, MakePd make_pd) {
 }
 
 // The kernel as the primitive wants it: `data` itself, or the thread's buffer.
-memory KernelMemory(ThreadState& s, const Entry& e, const Geometry& g, float* data,
+memory KernelMemory(ThreadState& s, const Entry& e, const Geometry& g, void* data,
                     bool copy_in) {
-  memory plain(Md(g.w, tag::hwio), Engine(), data);
+  memory plain(Md(g, g.w, tag::hwio), Engine(), data);
   if (!e.reorder) return plain;
-  size_t floats = e.kernel.get_size() / sizeof(float) + 1;
-  if (s.buffer.size() < floats) s.buffer.resize(floats);
+  size_t bytes = e.kernel.get_size();
+  if (s.buffer.size() < bytes) s.buffer.resize(bytes);
   memory blocked(e.kernel, Engine(), s.buffer.data());
   if (copy_in) e.to_kernel.execute(s.stream, plain, blocked);
   return blocked;
@@ -125,89 +145,94 @@ memory KernelMemory(ThreadState& s, const Entry& e, const Geometry& g, float* da
   return ffi::Error::Success();
 
 // `b`: the bias, or nullptr.
-ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, float* b,
-                       ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t pt,
+ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer* b,
+                       ffi::Result<ffi::AnyBuffer> y, int64_t sh, int64_t sw, int64_t pt,
                        int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+  ONE_DATA_TYPE(dtype, x.element_type(), w.element_type(),
+                (b ? b : &x)->element_type(), y->element_type());
   CATCH_DNNL({
-    Geometry g = MakeGeometry(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb,
-                              pl, pr);
+    Geometry g = MakeGeometry(dtype, x.dimensions(), w.dimensions(), y->dimensions(), sh, sw,
+                              pt, pb, pl, pr);
     ThreadState& s = State(threads);
     Entry& e = Lookup(s, b ? 'F' : 'f', g, [&] { return ForwardPd(g, b != nullptr); });
-    memory xm(Md(g.x, tag::nhwc), Engine(), x.typed_data());
-    memory ym(Md(g.y, tag::nhwc), Engine(), y->typed_data());
-    memory wm = KernelMemory(s, e, g, w.typed_data(), true);
+    memory xm(Md(g, g.x, tag::nhwc), Engine(), x.untyped_data());
+    memory ym(Md(g, g.y, tag::nhwc), Engine(), y->untyped_data());
+    memory wm = KernelMemory(s, e, g, w.untyped_data(), true);
     std::unordered_map<int, memory> args{
         {DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
-    if (b) args.emplace(DNNL_ARG_BIAS, memory(BiasMd(g, true), Engine(), b));
+    if (b) args.emplace(DNNL_ARG_BIAS, memory(BiasMd(g, true), Engine(), b->untyped_data()));
     e.prim.execute(s.stream, args);
     s.stream.wait();
   })
 }
 
-ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
-                   ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t pt,
-                   int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y,
+                   int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
+                   int64_t threads) {
   return ForwardImpl(x, w, nullptr, y, sh, sw, pt, pb, pl, pr, threads);
 }
 
-ffi::Error ForwardBias(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
-                       ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> y, int64_t sh,
-                       int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
-                       int64_t threads) {
-  return ForwardImpl(x, w, b.typed_data(), y, sh, sw, pt, pb, pl, pr, threads);
+ffi::Error ForwardBias(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b,
+                       ffi::Result<ffi::AnyBuffer> y, int64_t sh, int64_t sw, int64_t pt,
+                       int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+  return ForwardImpl(x, w, &b, y, sh, sw, pt, pb, pl, pr, threads);
 }
 
-ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
-                        ffi::ResultBuffer<ffi::F32> dx, int64_t sh, int64_t sw, int64_t pt,
-                        int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
+                        int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
+                        int64_t threads) {
+  ONE_DATA_TYPE(dtype, dy.element_type(), w.element_type(), dx->element_type());
   CATCH_DNNL({
-    Geometry g = MakeGeometry(dx->dimensions(), w.dimensions(), dy.dimensions(), sh, sw, pt,
-                              pb, pl, pr);
+    Geometry g = MakeGeometry(dtype, dx->dimensions(), w.dimensions(), dy.dimensions(), sh,
+                              sw, pt, pb, pl, pr);
     ThreadState& s = State(threads);
     Entry& e = Lookup(s, 'd', g, [&] {
       return dnnl::convolution_backward_data::primitive_desc(
-          Engine(), dnnl::algorithm::convolution_direct, Md(g.x, tag::nhwc), Md(g.w, tag::any),
-          Md(g.y, tag::nhwc), g.strides, g.pad_l, g.pad_r, ForwardPd(g, false));
+          Engine(), dnnl::algorithm::convolution_direct, Md(g, g.x, tag::nhwc),
+          Md(g, g.w, tag::any), Md(g, g.y, tag::nhwc), g.strides, g.pad_l, g.pad_r,
+          ForwardPd(g, false));
     });
-    memory dym(Md(g.y, tag::nhwc), Engine(), dy.typed_data());
-    memory dxm(Md(g.x, tag::nhwc), Engine(), dx->typed_data());
-    memory wm = KernelMemory(s, e, g, w.typed_data(), true);
+    memory dym(Md(g, g.y, tag::nhwc), Engine(), dy.untyped_data());
+    memory dxm(Md(g, g.x, tag::nhwc), Engine(), dx->untyped_data());
+    memory wm = KernelMemory(s, e, g, w.untyped_data(), true);
     e.prim.execute(s.stream,
                    {{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, dxm}});
     s.stream.wait();
   })
 }
 
-ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
-                           ffi::ResultBuffer<ffi::F32> dw, int64_t sh, int64_t sw, int64_t pt,
-                           int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
+                           int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
+                           int64_t pr, int64_t threads) {
+  ONE_DATA_TYPE(dtype, x.element_type(), dy.element_type(), dw->element_type());
   CATCH_DNNL({
-    Geometry g = MakeGeometry(x.dimensions(), dw->dimensions(), dy.dimensions(), sh, sw, pt,
-                              pb, pl, pr);
+    Geometry g = MakeGeometry(dtype, x.dimensions(), dw->dimensions(), dy.dimensions(), sh,
+                              sw, pt, pb, pl, pr);
     ThreadState& s = State(threads);
     Entry& e = Lookup(s, 'w', g, [&] {
       return dnnl::convolution_backward_weights::primitive_desc(
-          Engine(), dnnl::algorithm::convolution_direct, Md(g.x, tag::nhwc), Md(g.w, tag::any),
-          Md(g.y, tag::nhwc), g.strides, g.pad_l, g.pad_r, ForwardPd(g, false));
+          Engine(), dnnl::algorithm::convolution_direct, Md(g, g.x, tag::nhwc),
+          Md(g, g.w, tag::any), Md(g, g.y, tag::nhwc), g.strides, g.pad_l, g.pad_r,
+          ForwardPd(g, false));
     });
-    memory xm(Md(g.x, tag::nhwc), Engine(), x.typed_data());
-    memory dym(Md(g.y, tag::nhwc), Engine(), dy.typed_data());
-    memory dwm = KernelMemory(s, e, g, dw->typed_data(), false);
+    memory xm(Md(g, g.x, tag::nhwc), Engine(), x.untyped_data());
+    memory dym(Md(g, g.y, tag::nhwc), Engine(), dy.untyped_data());
+    memory dwm = KernelMemory(s, e, g, dw->untyped_data(), false);
     e.prim.execute(s.stream,
                    {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, dwm}});
     if (e.reorder) {
-      memory plain(Md(g.w, tag::hwio), Engine(), dw->typed_data());
+      memory plain(Md(g, g.w, tag::hwio), Engine(), dw->untyped_data());
       e.from_kernel.execute(s.stream, dwm, plain);
     }
     s.stream.wait();
   })
 }
 
-// Float32 operands, one float32 result, the geometry and the thread count as attributes.
-#define OPERAND .Arg<ffi::Buffer<ffi::F32>>()
+// Float32 or bfloat16 operands and result, the geometry and the thread count as attributes.
+#define OPERAND .Arg<ffi::AnyBuffer>()
 #define BIND_CONV(OPERANDS)                                                            \
   ffi::Ffi::Bind() OPERANDS                                                            \
-      .Ret<ffi::Buffer<ffi::F32>>()                                                    \
+      .Ret<ffi::AnyBuffer>()                                                           \
       .Attr<int64_t>("sh").Attr<int64_t>("sw").Attr<int64_t>("pt").Attr<int64_t>("pb") \
       .Attr<int64_t>("pl").Attr<int64_t>("pr").Attr<int64_t>("threads")
 
