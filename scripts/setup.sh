@@ -25,4 +25,13 @@ if [ "$extra" = test ]; then
 else
   .venv/bin/python -m pip install -q -c constraints.txt -e .
 fi
+# oneDNN's convolution handlers (squeezejax/onednn.py, Linux x86-64) are compiled now,
+# against this venv's jaxlib and oneDNN, not in the first run.
+.venv/bin/python -c '
+from squeezejax import onednn
+from squeezejax.errors import UserError
+try:
+  onednn.installed() and print("oneDNN convolution handlers:", onednn.build())
+except UserError as e:
+  print("note:", e)'
 echo "squeezejax is installed in .venv ($(.venv/bin/python -c 'import jax; print("jax", jax.__version__)'))"

@@ -35,8 +35,8 @@ IDLE_EXIT_S = 5  # for an idle helper to exit once its input closes
 
 
 class CompileAhead:
-  """The sweep's side: `submit` a job before the one it follows starts, `wait` for
-  it before it starts itself. Does nothing where it cannot help (`enabled`)."""
+  """The sweep's side: `submit` a job while the one before it trains, `wait` for it
+  before it starts itself. Does nothing where it cannot help (`enabled`)."""
 
   def __init__(self, cache_dir: str | None, log_path: str):
     self.cache_dir, self.log_path = cache_dir, log_path
@@ -57,7 +57,8 @@ class CompileAhead:
     self.close(finished=exc_type is None)
 
   def submit(self, job: Job) -> None:
-    if not self.enabled:
+    """Hands the helper `job` (once: a second submit of it does nothing)."""
+    if not self.enabled or job.run_dir in self._submitted:
       return
     if self._proc is None:
       self._start()
