@@ -5,8 +5,9 @@ compiling its programs (docs/performance.md). One helper process, started by the
 sweep at the lowest CPU priority (SCHED_IDLE: it runs on cycles the trainer leaves
 idle, and gives way to the trainer at once), builds each point's programs as the
 trainer does (`train.build`, `Programs.compile`) and compiles them into the sweep's
-persistent compilation cache while the point before it trains; the trainer then
-loads them from the cache. For TFDS's in-memory datasets the helper builds on a
+persistent compilation cache while the point before it trains (it gets a point once
+the one before has compiled its own programs, and starts with the sweep, so that its
+imports overlap the sweep's own start); the trainer then loads them from the cache. For TFDS's in-memory datasets the helper builds on a
 placeholder of each split (data.arrays.placeholder: the same shapes, classes and
 statistics, zeros for pixels), so it neither imports TensorFlow nor reads the data.
 
@@ -51,6 +52,8 @@ class CompileAhead:
     return self._proc.pid if self._proc else None
 
   def __enter__(self) -> CompileAhead:
+    if self.enabled:  # its imports overlap the sweep's own start, not a compile
+      self._start()
     return self
 
   def __exit__(self, exc_type, *_) -> None:
