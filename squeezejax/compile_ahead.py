@@ -7,9 +7,10 @@ idle, and gives way to the trainer at once), builds each point's programs as the
 trainer does (`train.build`, `Programs.compile`) and compiles them into the sweep's
 persistent compilation cache while the point before it trains (it gets a point once
 the one before has compiled its own programs, and starts with the sweep, so that its
-imports overlap the sweep's own start); the trainer then loads them from the cache. For TFDS's in-memory datasets the helper builds on a
-placeholder of each split (data.arrays.placeholder: the same shapes, classes and
-statistics, zeros for pixels), so it neither imports TensorFlow nor reads the data.
+imports overlap the sweep's own start); the trainer then loads them from the cache.
+For TFDS's in-memory datasets the helper builds on a placeholder of each split
+(data.arrays.placeholder: the same shapes, classes and statistics, zeros for pixels),
+so it neither imports TensorFlow nor reads the data.
 
 Before a point starts, the sweep waits for the helper to finish it while the helper
 makes progress (with the trainer idle it has the cores), and no longer: a helper

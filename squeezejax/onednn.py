@@ -6,9 +6,10 @@ convolution, and its data and kernel gradients, is an XLA FFI custom call into
 oneDNN (csrc/onednn_conv.cc): NHWC activations and HWIO kernels as they are, no
 transposes. docs/performance.md has the measurements.
 
-The handlers are compiled with the system C++ compiler on first use, against
-the jaxlib and oneDNN installed (the `onednn-cpu-gomp` and `onednn-devel-cpu-gomp`
-wheels), and cached under $XDG_CACHE_HOME/squeezejax (or ~/.cache/squeezejax).
+The handlers are compiled with the system C++ compiler on first use (scripts/setup.sh
+does it at install), against the jaxlib and oneDNN installed (the `onednn-cpu-gomp`
+and `onednn-devel-cpu-gomp` wheels), and cached under $XDG_CACHE_HOME/squeezejax (or
+~/.cache/squeezejax).
 
 A program uses them where it is traced inside `enabled(axis, threads, dtypes)`:
 `parallel.jit` does that for cpu_convolutions='onednn', with bfloat16 among the
