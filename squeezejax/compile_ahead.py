@@ -5,12 +5,10 @@ compiling its programs (docs/performance.md). One helper process, started by the
 sweep at the lowest CPU priority (SCHED_IDLE: it runs on cycles the trainer leaves
 idle, and gives way to the trainer at once), builds each point's programs as the
 trainer does (`train.build`, `Programs.compile`) and compiles them into the sweep's
-persistent compilation cache while the point before it trains (it gets a point once
-the one before has compiled its own programs, and starts with the sweep, so that its
-imports overlap the sweep's own start); the trainer then loads them from the cache.
-For TFDS's in-memory datasets the helper builds on a placeholder of each split
-(data.arrays.placeholder: the same shapes, classes and statistics, zeros for pixels),
-so it neither imports TensorFlow nor reads the data.
+persistent compilation cache while the point before it trains; the trainer then
+loads them from the cache. For TFDS's in-memory datasets the helper builds on a
+placeholder of each split (data.arrays.placeholder: the same shapes, classes and
+statistics, zeros for pixels), so it neither imports TensorFlow nor reads the data.
 
 Before a point starts, the sweep waits for the helper to finish it while the helper
 makes progress (with the trainer idle it has the cores), and no longer: a helper
@@ -37,8 +35,8 @@ IDLE_EXIT_S = 5  # for an idle helper to exit once its input closes
 
 
 class CompileAhead:
-  """The sweep's side: `submit` a job while the one before it trains, `wait` for it
-  before it starts itself. Does nothing where it cannot help (`enabled`)."""
+  """The sweep's side: `submit` a job before the one it follows starts, `wait` for
+  it before it starts itself. Does nothing where it cannot help (`enabled`)."""
 
   def __init__(self, cache_dir: str | None, log_path: str):
     self.cache_dir, self.log_path = cache_dir, log_path
@@ -53,16 +51,13 @@ class CompileAhead:
     return self._proc.pid if self._proc else None
 
   def __enter__(self) -> CompileAhead:
-    if self.enabled:  # its imports overlap the sweep's own start, not a compile
-      self._start()
     return self
 
   def __exit__(self, exc_type, *_) -> None:
     self.close(finished=exc_type is None)
 
   def submit(self, job: Job) -> None:
-    """Hands the helper `job` (once: a second submit of it does nothing)."""
-    if not self.enabled or job.run_dir in self._submitted:
+    if not self.enabled:
       return
     if self._proc is None:
       self._start()

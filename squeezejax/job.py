@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Any
 
 from squeezejax import configs
 from squeezejax import errors
@@ -64,8 +64,7 @@ class Job:
   cores: tuple[int, ...] = ()  # a CPU share of its own (the processes executor)
   max_attempts: int = 0  # SLURM: runs of a requeued job (0: no limit)
 
-  def __call__(self, on_compiled: Callable[[], None] | None = None) -> Outcome:
-    """`on_compiled`: see train.train_and_evaluate (runs in this process only)."""
+  def __call__(self) -> Outcome:
     # SIGTERM before or after the trainer's own handler (which saves a checkpoint
     # first) also ends the job as preempted: the point must not be recorded failed.
     with errors.on_sigterm(preempt), _slurm_signals() as warned:
@@ -79,7 +78,7 @@ class Job:
         _initialize_distributed()  # a multi-task SLURM job: before JAX starts
         config = configs.load(self.config_arg, self.overrides)
         from squeezejax import train
-        return Outcome('ok', train.train_and_evaluate(config, self.run_dir, on_compiled))
+        return Outcome('ok', train.train_and_evaluate(config, self.run_dir))
       except (errors.Preempted, SweepPreempted):
         _leave(warned)  # on SLURM: requeued or cancelled, and no result
         return Outcome('preempted')

@@ -173,21 +173,16 @@ class Options:
 def run_local(jobs: list[tuple[Point, Job]], done: Done, options: Options) -> None:
   """Sequential, in this process; compiled shapes are reused through the cache, and
   each point's programs are compiled while the one before it trains
-  (squeezejax.compile_ahead; --no_compile_ahead turns that off). The helper gets the
-  next point once this one has compiled its own programs, so that it never competes
-  with that compile."""
+  (squeezejax.compile_ahead; --no_compile_ahead turns that off)."""
   from squeezejax import compile_ahead  # pylint: disable=g-import-not-at-top
   enabled = options.compile_ahead and len(jobs) > 1
   with compile_ahead.CompileAhead(jobs[0][1].cache_dir if enabled else None,
                                   os.path.join(options.workdir, 'compile_ahead.log')) as ahead:
     for i, (point, job) in enumerate(jobs):
-      following = jobs[i + 1][1] if i + 1 < len(jobs) else None
-      submit = (lambda: ahead.submit(following)) if following else None
+      if i + 1 < len(jobs):
+        ahead.submit(jobs[i + 1][1])
       ahead.wait(job)
-      outcome = job(on_compiled=submit)
-      if submit:  # a run that ended before compiling (failed, or already finished)
-        submit()
-      done(point, outcome)
+      done(point, job())
 
 
 def device_slots(parallel: int, gpus_per_run: int = 0

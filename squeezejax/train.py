@@ -48,11 +48,8 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       on_compiled: Callable[[], None] | None = None) -> dict[str, Any]:
-  """Trains (resuming from workdir), evaluates, writes and returns result.json's dict.
-  `on_compiled` is called once the run's programs are compiled (a local sweep then
-  hands its next point to the compile-ahead helper)."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (resuming from workdir), evaluates, writes and returns result.json's dict."""
   t_start = time.time()
   clock = run_log.Stopwatch()
   configs.validate(config)
@@ -121,8 +118,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   clock.lap('input')
   run.compile(first, source, train=start_step < steps, init=state is None)
   clock.lap('compile')
-  if on_compiled:
-    on_compiled()
   if state is None:
     state = run.init(jax.device_put(run.seeds, shardings['seed']))
     if config.init_from:

@@ -2,7 +2,6 @@
 compiles a point of the trainer's `test` preset into a persistent cache, from which the
 trainer then loads every program; a stopped or dead helper is not waited for."""
 
-import json
 import os
 import signal
 import subprocess
@@ -78,35 +77,3 @@ def test_a_sweep_stopped_early_kills_its_helper(tmp_path):
   with pytest.raises(ProcessLookupError):
     os.kill(helper, 0)
 
-
-
-def test_a_local_sweep_hands_the_helper_the_next_point_once_this_one_has_compiled(tmp_path):
-  """The helper must not compete with a point's own compile: the next point reaches it
-  when this point's three programs are already in the cache, once."""
-  first, second = make_job(tmp_path, 'a'), make_job(tmp_path, 'b', **{'spec.freq': 1})
-  code = f'''
-import json, os
-from squeezejax import compile_ahead, sweep
-from squeezejax.job import Job
-seen, done, submit = [], [], compile_ahead.CompileAhead.submit
-def recording(self, job):
-  seen.append([job.run_dir, sorted(os.listdir({first.cache_dir!r}))])
-  submit(self, job)
-compile_ahead.CompileAhead.submit = recording
-jobs = [(name, Job(j[0], j[1], j[2], j[3])) for name, j in
-        [('a', {(first.config_arg, first.overrides, first.run_dir, first.cache_dir)!r}),
-         ('b', {(second.config_arg, second.overrides, second.run_dir, second.cache_dir)!r})]]
-sweep.run_local(jobs, lambda point, outcome: done.append([point, outcome.status]),
-                sweep.Options(workdir={str(tmp_path)!r}))
-print(json.dumps({{'seen': seen, 'done': done}}))
-'''
-  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                       check=True, timeout=300)
-  report = json.loads(out.stdout.strip().splitlines()[-1])
-  assert report['done'] == [['a', 'ok'], ['b', 'ok']]
-  assert {run_dir for run_dir, _ in report['seen']} == {second.run_dir}
-  _, cached = report['seen'][0]
-  assert sorted(e.split('-')[0] for e in cached if e.startswith(PROGRAMS)) == sorted(
-      p[:-1] for p in PROGRAMS)
-  with open(tmp_path / 'compile_ahead.log') as f:
-    assert f.read().count(f'{second.run_dir}: ok in') == 1

@@ -155,7 +155,7 @@ def get_report(arg):
 def test_a_new_sweep_needs_no_report_code(tmp_path, monkeypatch):
   """A sweep over freq declared in its experiment file: the sweep copies the declaration
   into sweep.json and the report draws it, also after the file has changed."""
-  def fake_train(config, workdir, on_compiled=None):
+  def fake_train(config, workdir):
     spec = configs.spec_from_config(config, num_classes=10, in_channels=1)
     return {'config': config.to_dict(), 'spec': spec.to_dict(), **spec.cost(16), 'steps': 8,
             'top1': 0.5 + spec.freq / 100, 'top5': 0.9, 'wall_s': 1.0}
@@ -263,7 +263,7 @@ def test_a_rerun_of_a_finished_sweep_redraws_identical_figures_and_findings(tmp_
   """A finished sweep run again trains nothing and rewrites byte-identical files."""
   trained = []
 
-  def fake_train(config, workdir, on_compiled=None):
+  def fake_train(config, workdir):
     trained.append(workdir)
     spec = configs.spec_from_config(config, num_classes=10, in_channels=1)
     seed_effect = (0.0, 0.02, -0.01)[config.seed]

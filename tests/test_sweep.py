@@ -257,7 +257,7 @@ def test_a_preempted_job_stops_the_sweep(tmp_path, capsys):
   assert len(submitted) == 2  # the third point never started
 
 
-def fake_train(config, workdir, on_compiled=None):
+def fake_train(config, workdir):
   """The trainer's result.json dict for `config`, without training."""
   spec = configs.spec_from_config(config, num_classes=10, in_channels=1)
   result = {'config': config.to_dict(), 'spec': spec.to_dict(), **spec.cost(16),
@@ -278,10 +278,10 @@ def test_preemption_in_process_stops_the_sweep(tmp_path, monkeypatch, capsys):
           '--compilation_cache=none']
   previous = signal.getsignal(signal.SIGTERM)
 
-  def preempted(config, workdir, on_compiled=None):
+  def preempted(config, workdir):
     raise errors.Preempted(3)
 
-  def sigterm(config, workdir, on_compiled=None):
+  def sigterm(config, workdir):
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(5)  # the handler raises before this ends
 
@@ -371,7 +371,7 @@ def test_a_second_sweep_of_the_workdir_is_refused(tmp_path, monkeypatch):
   workdir = str(tmp_path / 'sweep')
   seen = []
 
-  def second_sweep(config, run_dir, on_compiled=None):
+  def second_sweep(config, run_dir):
     out = subprocess.run(
         [sys.executable, '-m', 'squeezejax', 'sweep', f'--config={experiment}:test',
          f'--workdir={workdir}', '--no_report'], capture_output=True, text=True, timeout=120)
