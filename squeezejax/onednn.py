@@ -34,7 +34,7 @@ import sysconfig
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +48,15 @@ from squeezejax.errors import UserError
 SOURCE = 'csrc/onednn_conv.cc'
 TARGETS = ('forward', 'forward_bias', 'backward_data', 'backward_weights')
 
-_enabled = contextvars.ContextVar('squeezejax_onednn', default=None)  # (axis, threads, dtypes)
+
+class _Settings(NamedTuple):
+  axis: str  # the mesh's batch axis
+  threads: int  # OpenMP threads a call
+  dtypes: tuple[str, ...]  # the compute dtypes handed to oneDNN
+
+
+_enabled: contextvars.ContextVar[_Settings | None] = contextvars.ContextVar(
+    'squeezejax_onednn', default=None)
 
 
 @contextlib.contextmanager
@@ -56,7 +64,7 @@ def enabled(axis: str, threads: int, dtypes: tuple[str, ...] = ('float32',)):
   """Convolutions traced inside run through oneDNN (where it `supports` them): split
   over the mesh axis `axis` where the mesh has it, `threads` OpenMP threads a call,
   for the compute `dtypes` given ('float32', 'bfloat16')."""
-  token = _enabled.set((axis, threads, tuple(dtypes)))
+  token = _enabled.set(_Settings(axis, threads, tuple(dtypes)))
   try:
     yield
   finally:
@@ -89,7 +97,7 @@ def supports(dtype, padding, feature_group_count: int = 1, kernel_dilation=1,
   or VALID padding."""
   undilated = all(d == 1 for d in (*np.atleast_1d(kernel_dilation or 1),
                                    *np.atleast_1d(input_dilation or 1)))
-  return (is_enabled() and jnp.dtype(dtype).name in _enabled.get()[2]
+  return (is_enabled() and jnp.dtype(dtype).name in _enabled.get().dtypes
           and feature_group_count == 1 and undilated and _explicit(padding) is not None)
 
 
@@ -122,8 +130,8 @@ def _out_shape(x_shape, kernel_shape, strides, padding):
 def _call(target: str, shapes, *operands, strides, padding):
   """The custom call `target` on `operands` of one dtype, with results of `shapes`."""
   (pt, pb), (pl, pr) = padding
-  _, threads, _ = _enabled.get()
-  attrs = dict(sh=strides[0], sw=strides[1], pt=pt, pb=pb, pl=pl, pr=pr, threads=threads)
+  attrs = dict(sh=strides[0], sw=strides[1], pt=pt, pb=pb, pl=pl, pr=pr,
+               threads=_enabled.get().threads)
   results = [jax.ShapeDtypeStruct(shape, operands[0].dtype) for shape in shapes]
   # `sequential`: under jax.vmap (GPU-style stacked seeds) one call per member.
   return jax.ffi.ffi_call(f'squeezejax_conv_{target}', results, vmap_method='sequential')(
@@ -133,7 +141,7 @@ def _call(target: str, shapes, *operands, strides, padding):
 def _per_device(fn, in_batched: tuple[bool, ...], out_batched: tuple[bool, ...]):
   """fn(*arrays, axis) on each device's shard of the batch axis's mesh (the batched
   arrays split over it, the others whole), or on the whole arrays without one."""
-  axis, _, _ = _enabled.get()
+  axis = _enabled.get().axis
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or axis not in mesh.axis_names:
     return functools.partial(fn, axis=None)

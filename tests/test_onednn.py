@@ -65,30 +65,35 @@ def test_convolution_and_its_gradients_match_xla_on_a_sharded_batch(geometry, wi
     np.testing.assert_array_equal(got_grads[2], 0)
 
 
-def test_a_network_trains_the_same_with_onednn_as_with_eigen():
-  """Same network, same batch: loss and every parameter gradient, under a mesh."""
-  model = model_lib.create(spec_lib.preset('squeezenet_small', base_e=16, incr_e=16))
+def loss_and_gradients(model, convs: str, seed: int):
+  """(lowered text, [loss, *parameter gradients]) of `model`'s cross-entropy on a random
+  batch of 16, jitted with `convs` over every device's shard of the batch."""
   graphdef, params = nnx.split(model, nnx.Param)
-  rng = np.random.default_rng(1)
+  rng = np.random.default_rng(seed)
   images = rng.standard_normal((16, 32, 32, 3)).astype(np.float32)
   labels = rng.integers(0, 10, 16)
   loss = lambda p, x: -jnp.mean(jax.nn.log_softmax(nnx.merge(graphdef, p)(x))[
       jnp.arange(16), labels])
   mesh = parallel.make_mesh()
+  fn = parallel.jit(jax.value_and_grad(loss), convs,
+                    in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)))
+  with jax.set_mesh(mesh):
+    return fn.lower(params, images).as_text(), jax.tree.leaves(fn(params, images))
+
+
+def test_a_network_trains_the_same_with_onednn_as_with_eigen():
+  """Same network, same batch: loss and every parameter gradient, under a mesh."""
+  model = model_lib.create(spec_lib.preset('squeezenet_small', base_e=16, incr_e=16))
   outputs, texts = {}, {}
   for name in ('eigen', 'onednn'):
-    fn = parallel.jit(jax.value_and_grad(loss), name,
-                      in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)))
-    with jax.set_mesh(mesh):
-      texts[name] = fn.lower(params, images).as_text()
-      outputs[name] = fn(params, images)
+    texts[name], outputs[name] = loss_and_gradients(model, name, seed=1)
   convs = sum(isinstance(m, layers.Conv) for _, m in nnx.iter_graph(model))
   # One forward custom call per convolution; a bias is added in it, except where the
   # layer adds it after the max pool (pooled_conv).
   assert texts['onednn'].count('@squeezejax_conv_forward') == convs
   assert texts['onednn'].count('@squeezejax_conv_forward_bias(') == convs - 1
   assert 'squeezejax_conv' not in texts['eigen']
-  for a, b in zip(jax.tree.leaves(outputs['onednn']), jax.tree.leaves(outputs['eigen'])):
+  for a, b in zip(outputs['onednn'], outputs['eigen']):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5)
 
 
@@ -97,21 +102,11 @@ def test_bfloat16_runs_in_onednn_where_the_cpu_computes_it_as_close_to_float32_a
   where the CPU has AVX512-BF16 or AMX, else XLA's; its loss and gradients are as close
   to the float32 network's as with XLA's own bfloat16 convolutions (Eigen's)."""
   spec = spec_lib.preset('squeezenet_small', base_e=16, incr_e=16)
-  rng = np.random.default_rng(2)
-  images = rng.standard_normal((16, 32, 32, 3)).astype(np.float32)
-  labels = rng.integers(0, 10, 16)
-  mesh = parallel.make_mesh()
   outputs, texts = {}, {}
   for convs, dtype in (('eigen', jnp.float32), ('eigen', jnp.bfloat16),
                        ('onednn', jnp.bfloat16)):
-    graphdef, params = nnx.split(model_lib.create(spec, dtype=dtype), nnx.Param)
-    loss = lambda p, x, g=graphdef: -jnp.mean(jax.nn.log_softmax(nnx.merge(g, p)(x))[
-        jnp.arange(16), labels])
-    fn = parallel.jit(jax.value_and_grad(loss), convs,
-                      in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)))
-    with jax.set_mesh(mesh):
-      texts[convs, dtype] = fn.lower(params, images).as_text()
-      outputs[convs, dtype] = jax.tree.leaves(fn(params, images))
+    texts[convs, dtype], outputs[convs, dtype] = loss_and_gradients(
+        model_lib.create(spec, dtype=dtype), convs, seed=2)
   native = 'bfloat16' in parallel.onednn_dtypes()
   assert ('@squeezejax_conv_forward_bias(' in texts['onednn', jnp.bfloat16]) == native
   reference = outputs['eigen', jnp.float32]
