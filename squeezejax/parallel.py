@@ -247,11 +247,14 @@ def onednn_dtypes() -> tuple[str, ...]:
   return ('float32', 'bfloat16') if native else ('float32',)
 
 
-def run_once_compiler_options() -> dict[str, int]:
+def run_once_compiler_options() -> dict[str, int | bool]:
   """XLA options for programs that run once, such as the state's initialisation: on
-  CPU, LLVM at -O0. Its random draws compiled slower at -O2 and run for milliseconds
-  either way (docs/performance.md)."""
-  return {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else {}
+  CPU, LLVM at -O0 and XLA's older loop emitters (no MLIR pipeline per fused kernel).
+  Its random draws then compile in a fraction of the time, draw the same bits
+  (tests/test_initializers.py) and run about as fast (docs/performance.md)."""
+  if jax.default_backend() != 'cpu':
+    return {}
+  return {'xla_backend_optimization_level': 0, 'xla_cpu_use_fusion_emitters': False}
 
 
 def replicated(mesh) -> NamedSharding:

@@ -49,6 +49,18 @@ def test_a_network_drawn_together_has_flax_initializers_numbers(name, monkeypatc
   assert any(float(jnp.std(a)) > 0 for a in jax.tree.leaves(ours))
 
 
+@pytest.mark.parametrize('name', ['squeezenet1_1', 'squeezenext_small'])
+def test_the_run_once_options_draw_the_bits_of_the_default_ones(name):
+  """The trainer compiles its initialisation with parallel.run_once_compiler_options
+  (faster to compile on CPU); the network it draws is the one XLA's defaults draw."""
+  spec = SPECS[name]
+  default = jax.jit(lambda seed: model_lib.split_weights(
+      model_lib.create(spec, seed=jax.random.key(seed)))[0])
+  for a, b in zip(jax.tree.leaves(_params_program(spec)(jnp.uint32(5))),
+                  jax.tree.leaves(default(jnp.uint32(5)))):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_an_initializer_called_alone_draws_the_same_numbers():
   key = jax.random.key(7)
   for init in (initializers.he_uniform(), initializers.uniform_fan_in(1 / 3),
