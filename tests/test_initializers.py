@@ -57,7 +57,7 @@ def test_the_run_once_options_draw_the_bits_of_the_default_ones(name):
   default = jax.jit(lambda seed: model_lib.split_weights(
       model_lib.create(spec, seed=jax.random.key(seed)))[0])
   for a, b in zip(jax.tree.leaves(_params_program(spec)(jnp.uint32(5))),
-                  jax.tree.leaves(default(jnp.uint32(5)))):
+                  jax.tree.leaves(default(jnp.uint32(5))), strict=True):
     np.testing.assert_array_equal(a, b)
 
 
