@@ -144,6 +144,13 @@ class JaxCase:
     params, batch_stats = model_lib.split_weights(model)
     self.initial_params = jax.device_get(params)  # host copy: the state gets donated
     tx = step_lib.make_optimizer(config, step_lib.make_schedule(config, 1), params, spec.head)
+    # The trainer's layout: its parameters one vector where step.flat_optimizer says.
+    unravel = step_lib.unraveler(params) if step_lib.flat_optimizer(config) else None
+    weight_shardings = parallel.state_shardings(mesh, model_lib.merge_weights(params, batch_stats),
+                                                fsdp=False)
+    self._unravel = unravel and jax.jit(unravel, out_shardings=parallel.replicated(mesh))
+    if unravel:
+      params = step_lib.ravel(params)
     state = {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params),
              'step': jnp.int32(0), 'seed': step_lib.seeds(config)}
     shardings = parallel.state_shardings(mesh, state, fsdp=False)
@@ -155,11 +162,12 @@ class JaxCase:
         mesh, {'image': images, 'label': labels, 'mask': np.ones(len(labels), np.float32)})
 
     train_step = parallel.jit(
-        step_lib.make_train_step(graphdef, tx, config, prep, self.splits), cpu_convolutions,
+        step_lib.make_train_step(graphdef, tx, config, prep, self.splits, unravel),
+        cpu_convolutions,
         in_shardings=(shardings, batch_sharding),
         out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
     eval_step = parallel.jit(step_lib.make_eval_step(graphdef, prep), cpu_convolutions,
-                             in_shardings=(self._weights(shardings), batch_sharding),
+                             in_shardings=(weight_shardings, batch_sharding),
                              out_shardings=parallel.replicated(mesh))
     with jax.set_mesh(mesh):
       start = time.perf_counter()
@@ -182,15 +190,15 @@ class JaxCase:
     return metrics
 
   def evaluate(self, steps: int):
-    sums, run_ahead = None, parallel.RunAhead()
+    sums, run_ahead, weights = None, parallel.RunAhead(), self._weights(self.state)
     for _ in range(steps):
-      sums = self.eval_step(self._weights(self.state), self.eval_batch)
+      sums = self.eval_step(weights, self.eval_batch)
       run_ahead.add(sums)
     return sums
 
-  @staticmethod
-  def _weights(state):  # what the eval step takes: parameters and BatchNorm statistics
-    return model_lib.merge_weights(state['params'], state['batch_stats'])
+  def _weights(self, state):  # what the eval step takes: parameters and BatchNorm statistics
+    params = state['params'] if self._unravel is None else self._unravel(state['params'])
+    return model_lib.merge_weights(params, state['batch_stats'])
 
 
 class InputCase:

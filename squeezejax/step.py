@@ -1,7 +1,8 @@
 """The update step and the evaluation step: pure functions of pytrees, for `jax.jit`.
 
   train_step(state, batch) -> (state, metric sums)
-      state = {params, batch_stats, opt_state, step, seed}; batch_stats holds the
+      state = {params, batch_stats, opt_state, step, seed}; params is the parameter
+      tree, or one vector of it (`flat_optimizer`); batch_stats holds the
       BatchNorm running averages ({} for a network without BatchNorm), updated by each
       step; seed (`seeds`) is an argument rather than a constant of the program, so
       runs that differ only in their seed share one compiled step
@@ -14,6 +15,8 @@ images (already prepared by a tf.data stream). Randomness is
 """
 
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -47,11 +50,12 @@ def make_schedule(config, steps: int) -> optax.Schedule:
 
 
 def flat_optimizer(config, fsdp: bool | None = None) -> bool:
-  """Whether `make_optimizer` works on one vector of every parameter (its state one
-  vector per moment) rather than per parameter, with config.fsdp or `fsdp`. Per
-  parameter, XLA:CPU compiles each stage of the update as a kernel of its own: a
-  large share of a new network's compile (docs/performance.md). fsdp keeps the state
-  sharded as the parameters are; freeze_backbone and compressed need it per parameter."""
+  """Whether the trainer's state holds every parameter in one vector, and
+  `make_optimizer`'s state one vector per moment, rather than per parameter, with
+  config.fsdp or `fsdp`. Per parameter, XLA:CPU compiles each stage of the update as a
+  kernel of its own: a large share of a new network's compile (docs/performance.md).
+  fsdp keeps the state sharded as the parameters are; freeze_backbone and compressed
+  need it per parameter. Checkpoints hold the parameters per parameter either way."""
   fsdp = config.fsdp if fsdp is None else fsdp
   return not (fsdp or config.freeze_backbone or config.compressed)
 
@@ -81,26 +85,34 @@ def make_optimizer(config, schedule, abstract_params, head: str = 'conv10',
   return tx
 
 
+def ravel(tree) -> jax.Array:
+  """The leaves of a parameter tree as one vector, in tree order (optax.flatten's)."""
+  return jnp.concatenate([x.ravel() for x in jax.tree.leaves(tree)])
+
+
+def unraveler(abstract_params) -> Callable[[jax.Array], Any]:
+  """The inverse of `ravel` for trees of `abstract_params`' shapes and dtypes."""
+  treedef, leaves = jax.tree.structure(abstract_params), jax.tree.leaves(abstract_params)
+  offsets = np.cumsum([x.size for x in leaves])[:-1]
+
+  def unravel(vector):
+    return jax.tree.unflatten(treedef, [part.reshape(x.shape).astype(x.dtype)
+                                        for part, x in zip(jnp.split(vector, offsets), leaves)])
+  return unravel
+
+
 def other_layout(opt_state, abstract_params, target):
   """`opt_state` of one layout (flat or per parameter, see `flat_optimizer`) in the
   other, the layout of `target` (an abstract state): for a checkpoint written with
   another fsdp setting, or before the flat layout."""
   treedef = jax.tree.structure(abstract_params)
   is_params = lambda x: jax.tree.structure(x) == treedef
-  leaves = jax.tree.leaves(abstract_params)
-
-  def unravel(vector):
-    offsets = np.cumsum([x.size for x in leaves])[:-1]
-    return jax.tree.unflatten(treedef, [
-        part.reshape(x.shape).astype(x.dtype)
-        for part, x in zip(jnp.split(vector, offsets), leaves)])
-
+  unravel = unraveler(abstract_params)
   if any(map(is_params, jax.tree.leaves(target, is_leaf=is_params))):  # to per parameter
     return jax.tree.map(lambda t, x: unravel(x) if is_params(t) else x, target, opt_state,
                         is_leaf=is_params)
-  return jax.tree.map(  # to flat
-      lambda x: jnp.concatenate([y.ravel() for y in jax.tree.leaves(x)]) if is_params(x) else x,
-      opt_state, is_leaf=is_params)
+  return jax.tree.map(lambda x: ravel(x) if is_params(x) else x, opt_state,  # to flat
+                      is_leaf=is_params)
 
 
 def batch_splits(config, mesh) -> int:
@@ -162,8 +174,14 @@ def seeds(config) -> np.ndarray:
   return config.seed + np.arange(config.num_seeds, dtype=np.int32)
 
 
-def make_train_step(graphdef, tx, config, prep: Preprocessing, splits: int = 1):
+def make_train_step(graphdef, tx, config, prep: Preprocessing, splits: int = 1,
+                    unravel: Callable[[jax.Array], Any] | None = None):
   """(state, batch) -> (state, metrics).
+
+  With `unravel` (the flat layout, see `flat_optimizer`) state['params'] is one
+  vector (per seed) that `unravel` turns into the network's parameter tree, so that
+  the optimizer updates it as one array: per parameter, XLA:CPU compiles the update
+  of each as a kernel of its own.
 
   With config.num_seeds > 1 the state holds that many networks (a leading seed
   axis), initialised from seeds seed, seed+1, ...: one step trains them all on the
@@ -183,6 +201,8 @@ def make_train_step(graphdef, tx, config, prep: Preprocessing, splits: int = 1):
   train = not config.freeze_backbone
 
   def loss_fn(params, batch_stats, images, labels, dropout_key):
+    if unravel is not None:
+      params = unravel(params)
     net = nnx.merge(graphdef, model_lib.merge_weights(params, batch_stats))
     logits = net(images, dropout_key=dropout_key, train=train)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()

@@ -67,7 +67,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # -- spec, model, optimizer, state shardings and jitted steps -------------------------
   run = build(config, mesh, source)
-  spec, steps, shardings, abstract_state = run.spec, run.steps, run.shardings, run.abstract_state
+  spec, steps, shardings = run.spec, run.steps, run.shardings
   prep = source.preprocessing
   _check_same_run(workdir, spec, config.dataset)
   run_lock = contextlib.ExitStack()  # one trainer per run directory (released on exit)
@@ -94,11 +94,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpointer = checkpoint_lib.Checkpointer(
       os.path.join(workdir, checkpoint_lib.CHECKPOINTS), keep=config.keep_checkpoints)
   restored = checkpointer.restore_latest(
-      {k: v for k, v in abstract_state.items() if k not in NOT_SAVED},
+      {k: v for k, v in run.saved_abstract.items() if k not in NOT_SAVED},
       lambda: _other_optimizer_layouts(config, run))
   if restored is not None:
     start_step, items, meta = restored
-    state = {**items, 'step': jax.device_put(np.int32(start_step), shardings['step']),
+    state = {**run.from_saved(items), 'step': jax.device_put(np.int32(start_step), shardings['step']),
              'seed': jax.device_put(run.seeds, shardings['seed'])}
     window = run_log.LogWindow(meta.get('window'))
     say(f'resumed from step {start_step} in {workdir}')
@@ -121,7 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if state is None:
     state = run.init(jax.device_put(run.seeds, shardings['seed']))
     if config.init_from:
-      state = _init_from(config.init_from, state, run.tx, shardings, mesh)
+      state = _init_from(config.init_from, state, run, mesh)
     jax.block_until_ready(state)
   clock.lap('init')
   batches = itertools.chain([first], batches)
@@ -186,7 +186,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if step % config.checkpoint_every == 0 or step == steps or preempted.is_set():
         # Keep the partial log window so that a resumed run logs identically.
         clock.lap('train')
-        checkpointer.save(step, {k: v for k, v in state.items() if k not in NOT_SAVED},
+        checkpointer.save(step, run.saved(state),
                           {'step': step, 'seed': config.seed, 'window': window.to_dict()})
         clock.lap('checkpoint')
         if preempted.is_set():
@@ -242,18 +242,36 @@ class Programs:
   schedule: Callable[[Any], Any]
   tx: Any
   seeds: np.ndarray
-  init_state: Callable[..., dict[str, Any]]  # (seed[, tx]) -> the state
+  init_state: Callable[..., dict[str, Any]]  # (seed[, tx, flat]) -> the state
   with_shardings: Callable[[Any], tuple[Any, Any]]  # abstract -> (shardings, sharded abstract)
   shardings: dict[str, Any]
   abstract_state: dict[str, Any]
+  saved_abstract: dict[str, Any]  # the state as checkpoints hold it (`saved`)
   resident: Any  # data.DeviceBatches: the training split on the devices, or None
   init: Any
   train_step: Any
   eval_step: Any
+  # Where the state holds the parameters as one vector (step.flat_optimizer), jitted:
+  # that vector -> the parameter tree (unravel), and back (ravel); else None.
+  unravel: Any
+  ravel: Any
 
-  @staticmethod
-  def weights(state):
-    return model_lib.merge_weights(state['params'], state['batch_stats'])
+  def params_tree(self, params):
+    return params if self.unravel is None else self.unravel(params)
+
+  def weights(self, state):
+    """The eval step's input: the parameters as their tree and the running averages."""
+    return model_lib.merge_weights(self.params_tree(state['params']), state['batch_stats'])
+
+  def saved(self, state) -> dict[str, Any]:
+    """The state as checkpoints hold it: the parameters as their tree, whatever the
+    layout, and without the step and seeds (NOT_SAVED)."""
+    return {**{k: v for k, v in state.items() if k not in NOT_SAVED},
+            'params': self.params_tree(state['params'])}
+
+  def from_saved(self, items: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of `saved`, but for the step and seeds."""
+    return items if self.ravel is None else {**items, 'params': self.ravel(items['params'])}
 
   def batches(self, source, start_step: int) -> Iterator[Any]:
     """The train step's inputs from `start_step` on, as global arrays."""
@@ -265,12 +283,15 @@ class Programs:
   def lower(self, first, source, train: bool = True, init: bool = True) -> list[Any]:
     """The programs a run needs (eval; train unless finished; init unless resumed),
     lowered for the first train batch `first` and the source's eval batches."""
+    saved = self.saved_abstract
     with jax.set_mesh(self.mesh):
       programs = [self.eval_step.lower(
-          self.weights(self.abstract_state),
+          model_lib.merge_weights(saved['params'], saved['batch_stats']),
           parallel.global_batch(self.mesh, next(source.eval_batches())))]
       if train:
         programs.append(self.train_step.lower(self.abstract_state, first))
+      if self.unravel is not None:  # for evaluating and saving
+        programs.append(self.unravel.lower(self.abstract_state['params']))
     if init:  # called outside the mesh context, so lowered outside it
       programs.append(self.init.lower(self.abstract_state['seed']))
     return programs
@@ -295,21 +316,30 @@ def build(config: ml_collections.ConfigDict, mesh, source) -> Programs:
   steps = configs.total_steps(config, source.num_train)
   splits = step_lib.batch_splits(config, mesh)
   seed_axis = step_lib.resolve_seed_axis(config.seed_axis) if config.num_seeds > 1 else None
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: model_lib.create(
-      spec, dtype=step_lib.DTYPES[config.dtype], formulation=config.layers)))
+  # The network's construction is traced twice, each trace a share of a point's set-up:
+  # here for its graph and parameter shapes, then for the state (reused to lower init).
+  abstract_net = nnx.eval_shape(lambda: model_lib.create(
+      spec, dtype=step_lib.DTYPES[config.dtype], formulation=config.layers))
+  graphdef, _ = nnx.split(abstract_net)
+  abstract_params = nnx.to_pure_dict(nnx.state(abstract_net, nnx.Param))
   schedule = step_lib.make_schedule(config, steps)
-  tx = step_lib.make_optimizer(config, schedule, model_lib.abstract_params(spec), spec.head)
+  tx = step_lib.make_optimizer(config, schedule, abstract_params, spec.head)
+  flat = step_lib.flat_optimizer(config)
+  unravel_one = step_lib.unraveler(abstract_params) if flat else None
+  seeded = (lambda f: f) if config.num_seeds == 1 else jax.vmap
 
   # The state, created directly in its shardings.
-  def init_one(key, tx=tx):
+  def init_one(key, tx=tx, flat=flat):
     params, batch_stats = model_lib.split_weights(model_lib.create(spec, seed=key))
+    if flat:
+      params = step_lib.ravel(params)
     return params, batch_stats, tx.init(params)
 
-  def init_state(seed, tx=tx):  # the seed an argument: seeds of a point share one program
+  def init_state(seed, tx=tx, flat=flat):  # the seed an argument: seeds of a point share one program
     if config.num_seeds == 1:
-      params, batch_stats, opt_state = init_one(jax.random.key(seed), tx)
+      params, batch_stats, opt_state = init_one(jax.random.key(seed), tx, flat)
     else:
-      params, batch_stats, opt_state = jax.vmap(lambda k: init_one(k, tx))(
+      params, batch_stats, opt_state = jax.vmap(lambda k: init_one(k, tx, flat))(
           jax.vmap(jax.random.key)(seed))
     return {'params': params, 'batch_stats': batch_stats, 'opt_state': opt_state,
             'step': jnp.int32(0), 'seed': seed}
@@ -321,10 +351,21 @@ def build(config: ml_collections.ConfigDict, mesh, source) -> Programs:
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
 
   seeds = step_lib.seeds(config)
-  shardings, abstract_state = with_shardings(jax.eval_shape(init_state, seeds))
+  # Traced with the type `Programs.lower` gives the init, so that it lowers this trace.
+  shardings, abstract_state = with_shardings(jax.eval_shape(init_state, jax.ShapeDtypeStruct(
+      np.shape(seeds), seeds.dtype, sharding=parallel.replicated(mesh))))
+  saved_shardings, saved_abstract = shardings, abstract_state
+  unravel = ravel = None
+  if flat:  # each evaluation or save runs unravel once, a resume ravel
+    saved_shardings, saved_abstract = with_shardings({**abstract_state, 'params': jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(seeds) + x.shape, x.dtype), abstract_params)})
+    unravel = jax.jit(seeded(unravel_one), out_shardings=saved_shardings['params'],
+                      compiler_options=parallel.run_once_compiler_options())
+    ravel = jax.jit(seeded(step_lib.ravel), out_shardings=shardings['params'],
+                    compiler_options=parallel.run_once_compiler_options())
 
   batch_sharding = parallel.batch_sharding(mesh)
-  train_fn = step_lib.make_train_step(graphdef, tx, config, prep, splits)
+  train_fn = step_lib.make_train_step(graphdef, tx, config, prep, splits, unravel_one)
   resident = data.on_device(config, source, mesh)  # the split on the devices, or None
   if resident is not None:
     train_fn = resident.wrap(train_fn)  # gathers the batch inside the step
@@ -334,13 +375,15 @@ def build(config: ml_collections.ConfigDict, mesh, source) -> Programs:
       out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
   eval_step = parallel.jit(step_lib.make_eval_step(graphdef, prep, config.num_seeds, seed_axis),
                            config.cpu_convolutions,
-                           in_shardings=(Programs.weights(shardings), batch_sharding),
+                           in_shardings=(model_lib.merge_weights(saved_shardings['params'],
+                                                                 saved_shardings['batch_stats']),
+                                         batch_sharding),
                            out_shardings=parallel.replicated(mesh))
   init = jax.jit(init_state, in_shardings=shardings['seed'], out_shardings=shardings,
                  compiler_options=parallel.run_once_compiler_options())
   return Programs(mesh, spec, steps, splits, seed_axis,
                   schedule, tx, seeds, init_state, with_shardings, shardings, abstract_state,
-                  resident, init, train_step, eval_step)
+                  saved_abstract, resident, init, train_step, eval_step, unravel, ravel)
 
 
 def _other_optimizer_layouts(config, run: Programs):
@@ -352,7 +395,7 @@ def _other_optimizer_layouts(config, run: Programs):
     return []
   other_tx = step_lib.make_optimizer(config, run.schedule, model_lib.abstract_params(run.spec),
                                      run.spec.head, flat=flat)
-  _, other = run.with_shardings(jax.eval_shape(lambda s: run.init_state(s, other_tx),
+  _, other = run.with_shardings(jax.eval_shape(lambda s: run.init_state(s, other_tx, False),
                                                run.seeds))
   ours = run.abstract_state['opt_state']
   per_seed = ours if config.num_seeds == 1 else jax.tree.map(
@@ -365,11 +408,13 @@ def _other_optimizer_layouts(config, run: Programs):
            lambda items: {**items, 'opt_state': to_ours(items['opt_state'], items['params'])})]
 
 
-def _init_from(directory, state, tx, shardings, mesh):
+def _init_from(directory, state, run: Programs, mesh):
   """Loads pretrained parameters; conv10 is kept fresh when its shape differs."""
   loaded_spec, weights, _ = checkpoint_lib.load_model(directory, parallel.replicated(mesh))
   loaded = dict(zip(('params', 'batch_stats'), model_lib.split_weights(weights, loaded_spec)))
-  new = {k: dict(state[k]) for k in loaded}
+  shardings = jax.tree.map(lambda x: x.sharding, run.saved_abstract)
+  saved = run.saved(state)
+  new = {k: dict(saved[k]) for k in loaded}
   for kind, trees in new.items():
     for name in trees:
       same = jax.tree.map(lambda a, b: a.shape == b.shape, loaded[kind][name], trees[name])
@@ -377,7 +422,8 @@ def _init_from(directory, state, tx, shardings, mesh):
         trees[name] = jax.tree.map(jax.device_put, loaded[kind][name], shardings[kind][name])
       elif kind == 'params':
         say(f'init_from: {name} shapes differ ({directory}); keeping it freshly initialised')
-  opt_state = jax.jit(tx.init, out_shardings=shardings['opt_state'])(new['params'])
+  new = run.from_saved(new)
+  opt_state = jax.jit(run.tx.init, out_shardings=run.shardings['opt_state'])(new['params'])
   return {**new, 'opt_state': opt_state, 'step': state['step'], 'seed': state['seed']}
 
 

@@ -121,7 +121,7 @@ def test_each_program_compiles_once(tmp_path, caplog):
       train.train_and_evaluate(load(num_devices=1, total_steps=6), str(tmp_path))
   finally:
     jax.config.update('jax_log_compiles', False)
-  for program in ('train_step', 'eval_step', 'init_state'):
+  for program in ('train_step', 'eval_step', 'init_state', 'unravel'):
     compiles = [r for r in caplog.records
                 if r.getMessage().startswith(f'Compiling jit({program})')]
     assert len(compiles) == 1, (program, len(compiles))
@@ -308,6 +308,39 @@ def test_batch_splits_give_the_full_batch_update():
                           jax.tree.leaves(out[1][0]['params'])):
     np.testing.assert_allclose(split, whole, rtol=1e-4, atol=1e-5)
   assert not np.allclose(out[1][0]['params']['conv10']['kernel'], params['conv10']['kernel'])
+
+
+def test_the_parameters_as_one_vector_take_the_steps_of_their_tree():
+  """Without fsdp the state holds the parameters as one vector (step.flat_optimizer):
+  to the bit the steps of the same optimizer on their tree; checkpoints hold the tree."""
+  from squeezejax import parallel
+  mesh = parallel.make_mesh(1)
+  config = load(num_devices=1, optimizer='adamw', grad_clip=1.0)
+  source = data.make_input(config)
+  run = train.build(config, mesh, source)
+  assert jax.tree.structure(run.abstract_state['params']).num_leaves == 1
+  tree = model_lib.abstract_params(run.spec)
+  assert run.saved_abstract['params'] == jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)), tree)
+  assert jax.tree.structure(train.build(load(num_devices=1, fsdp=True), mesh, source)
+                            .abstract_state['params']) == jax.tree.structure(tree)  # fsdp's
+  tree_step = parallel.jit(step.make_train_step(nnx.graphdef(model_lib.create(run.spec)), run.tx,
+                                                config, source.preprocessing, run.splits),
+                           config.cpu_convolutions)  # the trainer's convolutions
+  state = run.init(jax.device_put(run.seeds, run.shardings['seed']))
+  on_tree = jax.tree.map(np.array, {**run.saved(state), 'step': state['step'], 'seed': run.seeds})
+  batches = run.batches(source, 0)
+  with jax.set_mesh(mesh):
+    for _ in range(3):
+      batch = next(batches)
+      state, _ = run.train_step(state, batch)
+      on_tree, _ = tree_step(on_tree, batch)
+  for a, b in zip(jax.tree.leaves(run.saved(state)['params']), jax.tree.leaves(on_tree['params']),
+                  strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(on_tree['params']['conv10']['kernel'],
+                            run.saved(run.init(jax.device_put(run.seeds)))['params']['conv10']['kernel'])
+  assert np.array_equal(run.from_saved(run.saved(state))['params'], state['params'])
 
 
 @pytest.mark.parametrize('fields', [dict(optimizer='adamw', grad_clip=1.0),
