@@ -146,9 +146,8 @@ class JaxCase:
     tx = step_lib.make_optimizer(config, step_lib.make_schedule(config, 1), params, spec.head)
     # The trainer's layout: its parameters one vector where step.flat_optimizer says.
     unravel = step_lib.unraveler(params) if step_lib.flat_optimizer(config) else None
-    weight_shardings = parallel.state_shardings(mesh, model_lib.merge_weights(params, batch_stats),
-                                                fsdp=False)
-    self._unravel = unravel and jax.jit(unravel, out_shardings=parallel.replicated(mesh))
+    self._unravel = unravel and jax.jit(unravel, out_shardings=parallel.replicated(mesh),
+                                        compiler_options=parallel.run_once_compiler_options())
     if unravel:
       params = step_lib.ravel(params)
     state = {'params': params, 'batch_stats': batch_stats, 'opt_state': tx.init(params),
@@ -167,14 +166,15 @@ class JaxCase:
         in_shardings=(shardings, batch_sharding),
         out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=0)
     eval_step = parallel.jit(step_lib.make_eval_step(graphdef, prep), cpu_convolutions,
-                             in_shardings=(weight_shardings, batch_sharding),
+                             in_shardings=(parallel.replicated(mesh), batch_sharding),
                              out_shardings=parallel.replicated(mesh))
     with jax.set_mesh(mesh):
       start = time.perf_counter()
       self.train_step = train_step.lower(state, self.batch).compile()
       self.compile_train_s = time.perf_counter() - start
+      weights = self._weights(state)
       start = time.perf_counter()
-      self.eval_step = eval_step.lower(self._weights(state), self.eval_batch).compile()
+      self.eval_step = eval_step.lower(weights, self.eval_batch).compile()
       self.compile_eval_s = time.perf_counter() - start
     self.state = jax.device_put(state, shardings)
     # First calls (allocation, thread pools); the losses let tests check that both
