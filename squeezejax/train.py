@@ -231,7 +231,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 @dataclasses.dataclass
 class Programs:
   """What a config compiles to on a mesh, before any workdir is touched: the network,
-  its optimizer, the state's shardings and the jitted init, train and eval steps.
+  its optimizer, the state's layout and shardings, and the jitted programs.
   The trainer runs them; a sweep's compile-ahead process (squeezejax.compile_ahead)
   only compiles them, into the sweep's compilation cache."""
   mesh: jax.sharding.Mesh
@@ -281,8 +281,9 @@ class Programs:
             for b in data.prefetch(source.train_batches(start_step)))
 
   def lower(self, first, source, train: bool = True, init: bool = True) -> list[Any]:
-    """The programs a run needs (eval; train unless finished; init unless resumed),
-    lowered for the first train batch `first` and the source's eval batches."""
+    """The programs a run needs (eval; train unless finished; unravel for the flat
+    layout; init unless resumed), lowered for the first train batch `first` and the
+    source's eval batches."""
     saved = self.saved_abstract
     with jax.set_mesh(self.mesh):
       programs = [self.eval_step.lower(
