@@ -98,7 +98,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       lambda: _other_optimizer_layouts(config, run))
   if restored is not None:
     start_step, items, meta = restored
-    state = {**run.from_saved(items), 'step': jax.device_put(np.int32(start_step), shardings['step']),
+    state = {**run.from_saved(items),
+             'step': jax.device_put(np.int32(start_step), shardings['step']),
              'seed': jax.device_put(run.seeds, shardings['seed'])}
     window = run_log.LogWindow(meta.get('window'))
     say(f'resumed from step {start_step} in {workdir}')
@@ -336,7 +337,7 @@ def build(config: ml_collections.ConfigDict, mesh, source) -> Programs:
       params = step_lib.ravel(params)
     return params, batch_stats, tx.init(params)
 
-  def init_state(seed, tx=tx, flat=flat):  # the seed an argument: seeds of a point share one program
+  def init_state(seed, tx=tx, flat=flat):  # the seed an argument: a point's seeds share it
     if config.num_seeds == 1:
       params, batch_stats, opt_state = init_one(jax.random.key(seed), tx, flat)
     else:
