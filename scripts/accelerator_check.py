@@ -5,7 +5,7 @@
 
 Every number is measured in this run, on every device JAX sees:
   devices        kind and count;
-  peaks          bfloat16 and float32 matmul GFLOP/s (`bench.matmul_peak_gflops`);
+  peaks          bfloat16 and float32 matmul GFLOP/s (`timing.matmul_peak_gflops`);
   train steps    the trainer's step (`bench.run_case`): squeezenet1_1 at 224 px, batch
                  256, and the small layout at 32 px, batch 1024, both bfloat16, in each
                  layer formulation (config.layers), with img/s, MFU against the bfloat16
@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 
 import jax  # noqa: E402
 
-from squeezejax import bench, configs, files, parallel, sweep, train  # noqa: E402
+from squeezejax import bench, configs, files, parallel, sweep, timing, train  # noqa: E402
 from squeezejax.errors import UserError  # noqa: E402
 
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'experiments')
@@ -84,7 +84,7 @@ def run_part(name: str, report: dict[str, Any], fn: Callable[[], Any]) -> None:
 
 
 def peaks(mesh, sizes: Sizes) -> dict[str, float]:
-  return {dtype: bench.matmul_peak_gflops(mesh, sizes.peak, dtype=dtype)
+  return {dtype: timing.matmul_peak_gflops(mesh, sizes.peak, dtype=dtype)
           for dtype in ('bfloat16', 'float32')}
 
 

@@ -4,7 +4,7 @@ Beyond its training steps, a point of a new network spends most of its time
 compiling its programs (docs/performance.md). One helper process, started by the
 sweep at the lowest CPU priority (SCHED_IDLE: it runs on cycles the trainer leaves
 idle, and gives way to the trainer at once), builds each point's programs as the
-trainer does (`train.build`, `Programs.compile`) and compiles them into the sweep's
+trainer does (`programs.build`, `Programs.compile`) and compiles them into the sweep's
 persistent compilation cache while the point before it trains; the trainer then
 loads them from the cache. For TFDS's in-memory datasets the helper builds on a
 placeholder of each split (data.arrays.placeholder: the same shapes, classes and
@@ -152,13 +152,13 @@ def _lowest_priority() -> None:
 
 def compile_point(config) -> None:
   """Builds and compiles one point's programs as its trainer will."""
-  from squeezejax import configs, data, parallel, train
+  from squeezejax import configs, data, parallel, programs
   configs.validate(config)
   if config.num_processes > 1:
     raise ValueError('a multi-process point compiles in its own processes')
   mesh = parallel.make_mesh(config.num_devices)
   source = data.make_input(config, placeholder=True)  # Fashion-MNIST, CIFAR-10: no reading
-  run = train.build(config, mesh, source)
+  run = programs.build(config, mesh, source)
   run.compile(next(run.batches(source, 0)), source)
 
 

@@ -145,7 +145,7 @@ def test_a_placeholder_split_is_the_real_one_in_all_but_its_pixels(fashion_mnist
 
 def test_programs_built_on_a_placeholder_are_the_real_ones(fashion_mnist):
   # So the programs the helper compiles ahead have the keys the trainer looks up.
-  from squeezejax import configs, parallel, train
+  from squeezejax import configs, parallel, programs
   experiment = os.path.join(ROOT, 'experiments', 'fig3a_squeeze_ratio.py')
   config = configs.load(f'{experiment}:test', {'dataset': 'fashion_mnist', 'num_devices': 2,
                                                'data_dir': fashion_mnist[0]})
@@ -153,7 +153,7 @@ def test_programs_built_on_a_placeholder_are_the_real_ones(fashion_mnist):
   texts = []
   for placeholder in (False, True):
     source = data.make_input(config, placeholder=placeholder)
-    run = train.build(config, mesh, source)
+    run = programs.build(config, mesh, source)
     texts.append([p.as_text() for p in run.lower(next(run.batches(source, 0)), source)])
   # eval, train, the parameters' unravelling (the flat layout's, for evaluating and saving), init
   assert len(texts[1]) == 4 and texts[0] == texts[1]

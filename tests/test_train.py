@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from squeezejax import checkpoint, configs, data, step, train
+from squeezejax import checkpoint, configs, data, programs, step, train
 from squeezejax import model as model_lib
 from squeezejax.errors import UserError
 
@@ -317,12 +317,12 @@ def test_the_parameters_as_one_vector_take_the_steps_of_their_tree():
   mesh = parallel.make_mesh(1)
   config = load(num_devices=1, optimizer='adamw', grad_clip=1.0)
   source = data.make_input(config)
-  run = train.build(config, mesh, source)
+  run = programs.build(config, mesh, source)
   assert jax.tree.structure(run.abstract_state['params']).num_leaves == 1
   tree = model_lib.abstract_params(run.spec)
   assert run.saved_abstract['params'] == jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)), tree)
-  assert jax.tree.structure(train.build(load(num_devices=1, fsdp=True), mesh, source)
+  assert jax.tree.structure(programs.build(load(num_devices=1, fsdp=True), mesh, source)
                             .abstract_state['params']) == jax.tree.structure(tree)  # fsdp's
   tree_step = parallel.jit(step.make_train_step(nnx.graphdef(model_lib.create(run.spec)), run.tx,
                                                 config, source.preprocessing, run.splits),
