@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from squeezejax import configs, parallel
+from squeezejax import configs, onednn, parallel
 from squeezejax import model as model_lib
 from squeezejax.data import Preprocessing
 from squeezejax.errors import UserError
@@ -93,11 +93,11 @@ def ravel(tree) -> jax.Array:
 def unraveler(abstract_params) -> Callable[[jax.Array], Any]:
   """The inverse of `ravel` for trees of `abstract_params`' shapes and dtypes."""
   treedef, leaves = jax.tree.structure(abstract_params), jax.tree.leaves(abstract_params)
-  offsets = np.cumsum([x.size for x in leaves])[:-1]
+  sizes = [x.size for x in leaves]
 
   def unravel(vector):
-    return jax.tree.unflatten(treedef, [part.reshape(x.shape).astype(x.dtype)
-                                        for part, x in zip(jnp.split(vector, offsets), leaves)])
+    return jax.tree.unflatten(treedef, [part.reshape(x.shape).astype(x.dtype) for part, x
+                                        in zip(onednn.split(vector, sizes), leaves)])
   return unravel
 
 

@@ -132,6 +132,29 @@ def test_what_onednn_does_not_take_stays_with_xla():
     assert not onednn.supports(jnp.float16, ((1, 1), (1, 1)))
 
 
+def test_the_flat_parameters_split_in_one_custom_call_as_jnp_split_does():
+  sizes = [5, 1, 12, 3]
+  vector = jnp.arange(21, dtype=jnp.float32) * 0.5 - 3
+  weights = [jnp.linspace(-1, 1, n) for n in sizes]
+  loss = lambda v, split: sum(jnp.sum(w * p ** 2) for w, p in zip(weights, split(v, sizes)))
+  reference = lambda v, sizes: jnp.split(v, np.cumsum(sizes)[:-1])
+
+  def traced(split):  # traced where the trainer enables the handlers
+    with onednn.enabled(parallel.DATA, 1):
+      return jax.jit(jax.value_and_grad(lambda v: loss(v, split))).lower(vector).compile()
+
+  ours = traced(onednn.split)
+  assert 'squeezejax_split' in ours.as_text()
+  assert 'squeezejax_split' not in traced(reference).as_text()
+  (value, grad), (value_ref, grad_ref) = ours(vector), traced(reference)(vector)
+  assert value == value_ref
+  np.testing.assert_array_equal(grad, grad_ref)
+  with onednn.enabled(parallel.DATA, 1):
+    pieces = jax.jit(lambda v: onednn.split(v, sizes))(vector)
+  for piece, expected in zip(pieces, reference(vector, sizes)):
+    np.testing.assert_array_equal(piece, expected)
+
+
 def test_auto_is_onednn_where_installed_and_a_bad_name_is_one_line():
   assert parallel.resolve_convolutions('auto') == 'onednn'
   assert configs.base_config().cpu_convolutions == 'auto'

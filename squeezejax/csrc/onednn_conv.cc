@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -236,8 +237,28 @@ ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi:
       .Attr<int64_t>("sh").Attr<int64_t>("sw").Attr<int64_t>("pt").Attr<int64_t>("pb") \
       .Attr<int64_t>("pl").Attr<int64_t>("pr").Attr<int64_t>("threads")
 
+// The flat parameter vector's pieces, each copied into a result of its own: one
+// custom call where XLA would compile a kernel per piece.
+ffi::Error Split(ffi::AnyBuffer vector, ffi::RemainingRets pieces) {
+  const char* from = static_cast<const char*>(vector.untyped_data());
+  size_t left = vector.size_bytes();
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    auto piece = pieces.get<ffi::AnyBuffer>(i);
+    if (!piece.has_value()) return piece.error();
+    size_t bytes = (*piece)->size_bytes();
+    if (bytes > left)
+      return ffi::Error(ffi::ErrorCode::kInvalidArgument, "split: pieces exceed the vector");
+    std::memcpy((*piece)->untyped_data(), from, bytes);
+    from += bytes;
+    left -= bytes;
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_split, Split,
+                              ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().RemainingRets());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_forward, Forward, BIND_CONV(OPERAND OPERAND));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(squeezejax_conv_forward_bias, ForwardBias,
                               BIND_CONV(OPERAND OPERAND OPERAND));
