@@ -186,9 +186,8 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 def split(vector: jax.Array, sizes) -> list[jax.Array]:
   """`vector` (1-D) cut into consecutive pieces of `sizes`: with the handlers enabled
-  one custom call copies them all, where XLA:CPU compiles a kernel per piece (about
-  11 ms of compile each; the train step cuts its flat parameters into every weight and
-  bias)."""
+  one custom call copies them all, where XLA:CPU would compile a kernel per piece (the
+  train step cuts its flat parameters into every weight and bias; docs/performance.md)."""
   if not is_enabled() or vector.ndim != 1 or len(sizes) < 2:
     return jnp.split(vector, np.cumsum(sizes)[:-1])
   register()
