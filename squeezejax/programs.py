@@ -24,12 +24,14 @@ from squeezejax import model as model_lib
 NOT_SAVED = ('step', 'seed')
 
 
+def _saved_parts(state: dict[str, Any]) -> dict[str, Any]:
+  return {k: v for k, v in state.items() if k not in NOT_SAVED}
+
+
 @dataclasses.dataclass
 class Programs:
-  """What a config compiles to on a mesh, before any workdir is touched: the network,
-  its optimizer, the state's layout and shardings, and the jitted programs.
-  The trainer runs them; a sweep's compile-ahead process (squeezejax.compile_ahead)
-  only compiles them, into the sweep's compilation cache."""
+  """What a config compiles to on a mesh (the module's docstring), before any workdir
+  is touched."""
   mesh: jax.sharding.Mesh
   spec: Any
   steps: int
@@ -42,7 +44,7 @@ class Programs:
   with_shardings: Callable[[Any], tuple[Any, Any]]  # abstract -> (shardings, sharded abstract)
   shardings: dict[str, Any]
   abstract_state: dict[str, Any]
-  saved_abstract: dict[str, Any]  # the state as checkpoints hold it (`saved`)
+  saved_abstract: dict[str, Any]  # the state as checkpoints hold it (`saved`), abstract
   resident: Any  # data.DeviceBatches: the training split on the devices, or None
   init: Any
   train_step: Any
@@ -62,8 +64,7 @@ class Programs:
   def saved(self, state) -> dict[str, Any]:
     """The state as checkpoints hold it: the parameters as their tree, whatever the
     layout, and without the step and seeds (NOT_SAVED)."""
-    return {**{k: v for k, v in state.items() if k not in NOT_SAVED},
-            'params': self.params_tree(state['params'])}
+    return {**_saved_parts(state), 'params': self.params_tree(state['params'])}
 
   def from_saved(self, items: dict[str, Any]) -> dict[str, Any]:
     """The inverse of `saved`, but for the step and seeds."""
@@ -160,6 +161,7 @@ def build(config: ml_collections.ConfigDict, mesh, source) -> Programs:
                       compiler_options=parallel.run_once_compiler_options())
     ravel = jax.jit(seeded(step_lib.ravel), out_shardings=shardings['params'],
                     compiler_options=parallel.run_once_compiler_options())
+  saved_abstract = _saved_parts(saved_abstract)
 
   batch_sharding = parallel.batch_sharding(mesh)
   train_fn = step_lib.make_train_step(graphdef, tx, config, prep, splits, unravel_one)
@@ -201,5 +203,5 @@ def other_optimizer_layouts(config, run: Programs):
   if config.num_seeds > 1:
     convert = jax.vmap(convert)
   to_ours = jax.jit(convert, out_shardings=jax.tree.map(lambda x: x.sharding, ours))
-  return [({k: v for k, v in other.items() if k not in NOT_SAVED},
+  return [(_saved_parts(other),
            lambda items: {**items, 'opt_state': to_ours(items['opt_state'], items['params'])})]

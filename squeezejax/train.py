@@ -88,8 +88,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpointer = checkpoint_lib.Checkpointer(
       os.path.join(workdir, checkpoint_lib.CHECKPOINTS), keep=config.keep_checkpoints)
   restored = checkpointer.restore_latest(
-      {k: v for k, v in run.saved_abstract.items() if k not in programs.NOT_SAVED},
-      lambda: programs.other_optimizer_layouts(config, run))
+      run.saved_abstract, lambda: programs.other_optimizer_layouts(config, run))
   if restored is not None:
     start_step, items, meta = restored
     state = {**run.from_saved(items),
